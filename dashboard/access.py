@@ -1,0 +1,78 @@
+"""Who may open which dashboard page: one declarative rule per view."""
+from __future__ import annotations
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
+
+from .models import Membership, Role
+
+
+class RoleRequired(PermissionDenied):
+    """Raised when the user is a member of the merchant, but with a role the page does not allow."""
+
+    def __init__(self, membership: Membership, allowed_roles: frozenset[str]):
+        names = " or ".join(Role(role).label for role in Role if role in allowed_roles)
+        super().__init__(
+            f"This page needs the {names} role. Your role at {membership.merchant.name} is "
+            f"{membership.get_role_display()}."
+        )
+
+
+@method_decorator(never_cache, name="dispatch")
+class VerifiedUserRequiredMixin:
+    """Signed in with both factors: a password alone opens nothing."""
+
+    def dispatch(self, request, *args, **kwargs):
+        user = request.user
+        if not (user.is_authenticated and user.is_verified()):
+            return redirect_to_login(request.get_full_path())
+        self.authorize(request, **kwargs)
+        return super().dispatch(request, *args, **kwargs)
+
+    def authorize(self, request, **kwargs) -> None:
+        """Raise Http404 or PermissionDenied when the verified user may not open this page."""
+
+
+class MerchantMemberRequiredMixin(VerifiedUserRequiredMixin):
+    """A page of one merchant, named by ``merchant_slug`` in its URL.
+
+    A merchant the user is not a member of answers 404, so its existence is not revealed; a member whose
+    role is not in ``allowed_roles`` gets the 403 page naming the role needed.
+    """
+
+    allowed_roles: frozenset[str] = frozenset({Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.OWNER})
+
+    def authorize(self, request, **kwargs) -> None:
+        user = request.user
+        membership = (
+            Membership.objects.select_related("merchant")
+            .filter(user=user, merchant__slug=kwargs["merchant_slug"])
+            .first()
+        )
+        if membership is None:
+            raise Http404("No such merchant.")
+        request.membership = self.membership = membership
+        request.merchant = self.merchant = membership.merchant
+        if membership.role not in self.allowed_roles:
+            raise RoleRequired(membership, self.allowed_roles)
+        if user.last_merchant_id != membership.merchant_id:
+            user.last_merchant = membership.merchant
+            user.save(update_fields=["last_merchant"])
+
+    def get_context_data(self, **kwargs):
+        kwargs.setdefault("merchant", self.merchant)
+        kwargs.setdefault("membership", self.membership)
+        return super().get_context_data(**kwargs)
+
+
+class OwnerRequiredMixin(MerchantMemberRequiredMixin):
+    allowed_roles = frozenset({Role.OWNER})
+
+
+class RestrictedAllowedMixin(MerchantMemberRequiredMixin):
+    """Pages every member sees, the Restricted role included (contact support)."""
+
+    allowed_roles = frozenset(Role.values)

@@ -1,0 +1,184 @@
+"""Staff's view of users, merchants and memberships, authenticators and the audit trail."""
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db.models import Count, Q
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from .audit import RequestContext, record
+from .models import AuditAction, AuditEvent, Membership, Merchant, Role, User
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class UserCreationForm(AdminUserCreationForm):
+    class Meta:
+        model = User
+        fields = ("email",)
+
+
+class UserEditForm(UserChangeForm):
+    class Meta:
+        model = User
+        fields = "__all__"
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = UserEditForm
+    add_form = UserCreationForm
+    ordering = ["email"]
+    list_display = ["email", "full_name", "is_staff", "is_active", "has_authenticator", "date_joined", "last_login"]
+    list_filter = ["is_staff", "is_superuser", "is_active"]
+    search_fields = ["email", "full_name"]
+    readonly_fields = ["last_login", "date_joined", "last_merchant"]
+    fieldsets = [
+        (None, {"fields": ["email", "password"]}),
+        ("Profile", {"fields": ["full_name", "last_merchant"]}),
+        ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]}),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
+    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "usable_password", "password1", "password2"]})]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            confirmed_devices=Count("totpdevice", filter=Q(totpdevice__confirmed=True))
+        )
+
+    @admin.display(boolean=True, description="2FA set up")
+    def has_authenticator(self, obj):
+        return obj.confirmed_devices > 0
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+
+def _audit_membership_changes(request, merchant: Merchant, formset) -> None:
+    context = RequestContext.from_request(request)
+    for membership in formset.new_objects:
+        record(
+            AuditAction.MEMBERSHIP_ADDED, actor=request.user, merchant=merchant, target=f"user:{membership.user.email}",
+            context=context, details={"role": membership.role},
+        )
+    for membership, changed in formset.changed_objects:
+        if "role" in changed:
+            record(
+                AuditAction.MEMBERSHIP_ROLE_CHANGED, actor=request.user, merchant=merchant,
+                target=f"user:{membership.user.email}", context=context,
+                details={"from": formset.initial_roles.get(membership.pk), "to": membership.role},
+            )
+    for membership in formset.deleted_objects:
+        record(
+            AuditAction.MEMBERSHIP_REMOVED, actor=request.user, merchant=merchant, target=f"user:{membership.user.email}",
+            context=context, details={"role": membership.role},
+        )
+
+
+@admin.register(Merchant)
+class MerchantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "owner_count", "member_count", "created_at"]
+    search_fields = ["name", "slug", "memberships__user__email"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            members=Count("memberships", distinct=True),
+            owners=Count("memberships", filter=Q(memberships__role=Role.OWNER), distinct=True),
+        )
+
+    @admin.display(description="Owners", ordering="owners")
+    def owner_count(self, obj):
+        return obj.owners
+
+    @admin.display(description="Members", ordering="members")
+    def member_count(self, obj):
+        return obj.members
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Membership:
+            # The roles before the edit, to say in the trail what a change was from.
+            formset.initial_roles = dict(
+                Membership.objects.filter(merchant=form.instance).values_list("pk", "role")
+            )
+        super().save_formset(request, form, formset, change)
+        if formset.model is Membership:
+            _audit_membership_changes(request, form.instance, formset)
+
+
+def _audit_device_reset(request, device) -> None:
+    record(
+        AuditAction.DEVICE_RESET, actor=request.user, target=f"user:{device.user.email}",
+        context=RequestContext.from_request(request), details={"device": device.name, "kind": device._meta.model_name},
+    )
+
+
+class DeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Staff see who has which second factor and may delete one (a 2FA reset); never its key or codes."""
+
+    list_select_related = ["user"]
+    search_fields = ["user__email"]
+    list_filter = ["confirmed"]
+
+    def delete_model(self, request, obj):
+        _audit_device_reset(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for device in queryset.select_related("user"):
+            _audit_device_reset(request, device)
+        super().delete_queryset(request, queryset)
+
+
+admin.site.unregister(TOTPDevice)
+admin.site.unregister(StaticDevice)
+
+
+@admin.register(TOTPDevice)
+class AuthenticatorAdmin(DeviceAdmin):
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count"]
+    fields = ["user", "name", "confirmed", "created_at", "last_used_at", "throttling_failure_count"]
+    readonly_fields = fields
+
+
+@admin.register(StaticDevice)
+class BackupCodesAdmin(DeviceAdmin):
+    list_display = ["user", "name", "codes_left", "created_at", "last_used_at"]
+    fields = ["user", "name", "codes_left", "created_at", "last_used_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(remaining=Count("token_set"))
+
+    @admin.display(description="Unused codes")
+    def codes_left(self, obj):
+        return obj.remaining
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "action", "outcome", "actor_email", "merchant", "target", "ip_address"]
+    list_filter = ["action", "outcome", "merchant", "created_at"]
+    search_fields = ["actor_email", "target", "ip_address"]
+    date_hierarchy = "created_at"
+    list_select_related = ["merchant"]
+    fields = [
+        "created_at", "action", "outcome", "actor", "actor_email", "merchant", "target",
+        "ip_address", "user_agent", "details",
+    ]
+    readonly_fields = fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,65 @@
+"""Input rules of the sign-in and account pages."""
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .two_factor import MAX_CODE_INPUT_LENGTH, parse_code
+
+SIGN_IN_REFUSED_MESSAGE = "The email address or password is not right."
+
+
+class CodeField(forms.CharField):
+    """A 2FA code: six digits from an authenticator app, or a backup code. Spaces are dropped."""
+
+    default_error_messages = {"required": "Enter your 2FA code."}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("label", "2FA code")
+        kwargs.setdefault("help_text", "The 6-digit code from your authenticator app, or a backup code.")
+        kwargs.setdefault(
+            "widget",
+            forms.TextInput(
+                attrs={
+                    "autocomplete": "one-time-code",
+                    "inputmode": "numeric",
+                    "maxlength": MAX_CODE_INPUT_LENGTH,
+                    "autocapitalize": "off",
+                    "spellcheck": "false",
+                    "class": "code-input",
+                }
+            ),
+        )
+        super().__init__(**kwargs)
+
+    def clean(self, value):
+        value = super().clean(value)
+        # Validates the shape only (length included); the device decides whether the code is right.
+        return parse_code(value).value
+
+
+class SignInForm(forms.Form):
+    email = forms.EmailField(
+        label="Email address",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autocomplete": "username", "autofocus": True}),
+        error_messages={"required": "Enter your email address.", "invalid": "Enter a valid email address."},
+    )
+    password = forms.CharField(
+        label="Password",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        error_messages={"required": "Enter your password."},
+    )
+
+
+class CodeForm(forms.Form):
+    """Any form whose only input is a fresh 2FA code."""
+
+    code = CodeField()
+
+    def add_refusal(self, refusal) -> None:
+        self.add_error("code", ValidationError(refusal.message, code=refusal.reason.value))
+
+
+class EnrolmentForm(CodeForm):
+    code = CodeField(help_text="The 6-digit code your authenticator app shows for this account.")

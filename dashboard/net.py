@@ -1,0 +1,54 @@
+"""The address a request comes from, believing X-Forwarded-For only from trusted proxies."""
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+from django.conf import settings
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@lru_cache(maxsize=8)
+def _trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _parse(value: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_trusted(address: Address, networks: tuple[Network, ...]) -> bool:
+    return any(address.version == network.version and address in network for network in networks)
+
+
+def client_ip(request) -> str | None:
+    """The client's address as text, or None when REMOTE_ADDR is not an address.
+
+    X-Forwarded-For is read only when the direct peer is a proxy listed in TRUSTED_PROXIES; the
+    client is then the right-most address of the chain that is not itself a trusted proxy.
+    """
+    peer = _parse(request.META.get("REMOTE_ADDR", ""))
+    if peer is None:
+        return None
+    trusted = _trusted_networks(tuple(settings.TRUSTED_PROXIES))
+    # SECURITY: an untrusted client can write any X-Forwarded-For; only a trusted proxy's counts.
+    if not trusted or not _is_trusted(peer, trusted):
+        return str(peer)
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    for hop in reversed([part for part in forwarded.split(",") if part.strip()]):
+        address = _parse(hop)
+        if address is None:
+            # A garbled hop cannot be traced further; the last trustworthy sender is the answer.
+            return str(peer)
+        if not _is_trusted(address, trusted):
+            return str(address)
+        peer = address
+    return str(peer)

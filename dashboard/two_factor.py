@@ -1,0 +1,245 @@
+"""Second factor: enrolment of an authenticator app, backup codes, and the fresh-code check.
+
+Every sensitive action calls ``verify_fresh_code``. It accepts a TOTP code once only (RFC 6238
+section 5.2: django-otp's ``last_t`` refuses any time step at or before the last accepted one, so a
+code used at sign-in cannot be used again for an action), or an unused backup code; failures are
+throttled by django-otp with growing delays, and every outcome is audited.
+"""
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+import time
+from base64 import b32encode
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django_otp.models import Device
+from django_otp.oath import hotp
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from .audit import RequestContext, record
+from .models import AuditAction, AuditOutcome, Merchant
+
+TOTP_DEVICE_NAME = "Authenticator app"
+BACKUP_DEVICE_NAME = "Backup codes"
+BACKUP_CODE_COUNT = 10
+BACKUP_CODE_DIGITS = 10
+
+_TOTP_CODE = re.compile(r"[0-9]{6}")
+_BACKUP_CODE = re.compile(r"[0-9]{%d}" % BACKUP_CODE_DIGITS)
+# Authenticator apps display "123 456" and backup codes are printed "12345-67890".
+_SEPARATORS = re.compile(r"[\s-]")
+MAX_CODE_INPUT_LENGTH = 32
+
+MALFORMED_CODE_MESSAGE = "Enter the 6-digit code from your authenticator app, or a 10-digit backup code."
+
+
+class CodeKind(enum.Enum):
+    TOTP = "totp"
+    BACKUP = "backup"
+
+
+@dataclass(frozen=True)
+class ParsedCode:
+    kind: CodeKind
+    value: str
+
+
+def parse_code(raw: str) -> ParsedCode:
+    """Normalise what the user typed; raise ValidationError(code="malformed") for anything else.
+
+    Only ASCII digits reach a device: no signs, no full-width digits, no extra leading zeros.
+    """
+    if raw is None or len(raw) > MAX_CODE_INPUT_LENGTH:
+        raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
+    value = _SEPARATORS.sub("", raw)
+    if _TOTP_CODE.fullmatch(value):
+        return ParsedCode(CodeKind.TOTP, value)
+    if _BACKUP_CODE.fullmatch(value):
+        return ParsedCode(CodeKind.BACKUP, value)
+    raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
+
+
+class RefusalReason(enum.Enum):
+    MALFORMED = "malformed"
+    WRONG = "wrong"
+    REUSED = "reused"
+    THROTTLED = "throttled"
+    NO_DEVICE = "no_device"
+
+
+class CodeRefused(Exception):
+    """A 2FA code was not accepted. ``message`` says why, in words for the user."""
+
+    def __init__(self, reason: RefusalReason, retry_at: datetime | None = None):
+        self.reason = reason
+        self.retry_at = retry_at
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        if self.reason is RefusalReason.REUSED:
+            return "That code has already been used. Wait for your app to show a new code."
+        if self.reason is RefusalReason.THROTTLED:
+            return f"Too many wrong codes. {_retry_phrase(self.retry_at)}"
+        if self.reason is RefusalReason.NO_DEVICE:
+            return "Your account has no authenticator set up for this kind of code."
+        if self.reason is RefusalReason.MALFORMED:
+            return MALFORMED_CODE_MESSAGE
+        return "That code is not right. Check your authenticator app and try again."
+
+
+def _retry_phrase(retry_at: datetime | None) -> str:
+    if retry_at is None:
+        return "Try again later."
+    seconds = max(1, int((retry_at - timezone.now()).total_seconds() + 0.999))
+    if seconds < 120:
+        when = f"{seconds} second{'s' if seconds != 1 else ''}"
+    else:
+        when = f"{(seconds + 59) // 60} minutes"
+    return f"Try again in {when} (at {retry_at:%H:%M:%S} UTC)."
+
+
+def _was_already_used(device: TOTPDevice, token: str) -> bool:
+    """True when ``token`` is valid now but for a time step that was already accepted."""
+    now_t = (int(time.time()) - device.t0) // device.step + device.drift
+    for t in range(now_t - device.tolerance, now_t + device.tolerance + 1):
+        if t <= device.last_t and hotp(device.bin_key, t, digits=device.digits) == int(token):
+            return True
+    return False
+
+
+def _locked_device(user, kind: CodeKind) -> Device | None:
+    model = TOTPDevice if kind is CodeKind.TOTP else StaticDevice
+    return model.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
+
+
+def verify_fresh_code(
+    user,
+    raw_code: str,
+    *,
+    context: RequestContext,
+    purpose: str,
+    merchant: Merchant | None = None,
+) -> Device:
+    """Accept ``raw_code`` for ``user`` once, or raise CodeRefused.
+
+    The outcome (throttle count, ``last_t``, the audit row) is committed in its own transaction before
+    the caller's action runs, so a failed action never rolls back a failure count (as django-otp's
+    ``OTPAuthenticationFormMixin.clean_otp`` does). Returns the device that accepted the code.
+    """
+    try:
+        code = parse_code(raw_code)
+    except ValidationError:
+        refusal = CodeRefused(RefusalReason.MALFORMED)
+        record(
+            AuditAction.OTP_FAILED, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED,
+            context=context, details={"purpose": purpose, "reason": refusal.reason.value},
+        )
+        raise refusal from None
+
+    refusal: CodeRefused | None = None
+    with transaction.atomic():
+        # SECURITY: the row lock makes two submissions of one code queue, so only the first can win.
+        device = _locked_device(user, code.kind)
+        if device is None:
+            refusal = CodeRefused(RefusalReason.NO_DEVICE)
+        else:
+            allowed, why = device.verify_is_allowed()
+            if not allowed:
+                refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=(why or {}).get("locked_until"))
+            elif not device.verify_token(code.value):
+                reused = code.kind is CodeKind.TOTP and _was_already_used(device, code.value)
+                refusal = CodeRefused(RefusalReason.REUSED if reused else RefusalReason.WRONG)
+        details = {"purpose": purpose, "kind": code.kind.value}
+        if refusal is None:
+            record(AuditAction.OTP_VERIFIED, actor=user, merchant=merchant, context=context, details=details)
+        else:
+            details["reason"] = refusal.reason.value
+            action = AuditAction.OTP_THROTTLED if refusal.reason is RefusalReason.THROTTLED else AuditAction.OTP_FAILED
+            record(action, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED, context=context, details=details)
+    if refusal is not None:
+        raise refusal
+    return device
+
+
+def has_confirmed_authenticator(user) -> bool:
+    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def pending_authenticator(user) -> TOTPDevice:
+    """The unconfirmed device shown on the enrolment page; the same one across reloads."""
+    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name=TOTP_DEVICE_NAME, confirmed=False)
+    return device
+
+
+def confirm_authenticator(user, raw_code: str, *, context: RequestContext) -> tuple[TOTPDevice, list[str]]:
+    """Confirm the pending device with a code from it; returns it and a first set of backup codes."""
+    code = parse_code(raw_code)
+    if code.kind is not CodeKind.TOTP:
+        raise CodeRefused(RefusalReason.MALFORMED)
+    refusal: CodeRefused | None = None
+    with transaction.atomic():
+        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("pk").first()
+        if device is None:
+            refusal = CodeRefused(RefusalReason.NO_DEVICE)
+        else:
+            allowed, why = device.verify_is_allowed()
+            if not allowed:
+                refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=(why or {}).get("locked_until"))
+            elif not device.verify_token(code.value):
+                refusal = CodeRefused(RefusalReason.WRONG)
+        if refusal is not None:
+            record(
+                AuditAction.OTP_FAILED, actor=user, outcome=AuditOutcome.REFUSED, context=context,
+                details={"purpose": "enrolment", "reason": refusal.reason.value},
+            )
+    if refusal is not None:
+        raise refusal
+    with transaction.atomic():
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
+        record(AuditAction.DEVICE_ENROLLED, actor=user, context=context, details={"device": device.name})
+        codes = _replace_backup_codes(user, context=context)
+    return device, codes
+
+
+def _replace_backup_codes(user, *, context: RequestContext) -> list[str]:
+    device, _ = StaticDevice.objects.get_or_create(
+        user=user, name=BACKUP_DEVICE_NAME, defaults={"confirmed": True}
+    )
+    device.token_set.all().delete()
+    codes = [f"{secrets.randbelow(10 ** BACKUP_CODE_DIGITS):0{BACKUP_CODE_DIGITS}d}" for _ in range(BACKUP_CODE_COUNT)]
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    record(AuditAction.BACKUP_CODES_GENERATED, actor=user, context=context, details={"count": len(codes)})
+    return codes
+
+
+def regenerate_backup_codes(user, raw_code: str, *, context: RequestContext) -> list[str]:
+    """Replace every backup code after a fresh 2FA code; the old ones stop working at once."""
+    verify_fresh_code(user, raw_code, context=context, purpose="regenerate backup codes")
+    with transaction.atomic():
+        return _replace_backup_codes(user, context=context)
+
+
+def remaining_backup_codes(user) -> int:
+    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+
+
+def format_backup_code(code: str) -> str:
+    return f"{code[:5]}-{code[5:]}"
+
+
+def format_manual_key(device: TOTPDevice) -> str:
+    """The base32 key in groups of four, for typing into an app by hand."""
+    key = b32encode(device.bin_key).decode().rstrip("=")
+    return " ".join(key[i : i + 4] for i in range(0, len(key), 4))

@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from . import views
+
+dashboard_patterns = [
+    path("", views.HomeView.as_view(), name="home"),
+    path("signin/", views.SignInView.as_view(), name="sign-in"),
+    path("signin/code/", views.SignInCodeView.as_view(), name="sign-in-code"),
+    path("signin/enrol/", views.EnrolView.as_view(), name="enrol"),
+    path("signout/", views.SignOutView.as_view(), name="sign-out"),
+    path("account/security/", views.AccountSecurityView.as_view(), name="account-security"),
+    path("m/<slug:merchant_slug>/", views.MerchantHomeView.as_view(), name="merchant-home"),
+    path("m/<slug:merchant_slug>/overview/", views.OverviewView.as_view(), name="overview"),
+    path("m/<slug:merchant_slug>/activity/", views.ActivityView.as_view(), name="activity"),
+    path("m/<slug:merchant_slug>/support/", views.SupportView.as_view(), name="support"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("m/<slug:merchant_slug>/keys/", include("keys.urls")),
+    path("", include((dashboard_patterns, "dashboard"))),
+]

@@ -1,0 +1,278 @@
+"""Sign-in with two factors, enrolment, account security, and the merchant pages every role shares."""
+from __future__ import annotations
+
+import time
+
+from django.contrib import messages
+from django.contrib.auth import authenticate, get_user_model, login, logout
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.generic import TemplateView
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from . import two_factor
+from .access import MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
+from .audit import RequestContext, record
+from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm
+from .models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
+from .qr import qr_code_svg
+
+PENDING_SIGN_IN_KEY = "pending_sign_in"
+# Long enough to open an authenticator app, short enough that an abandoned screen goes stale.
+PENDING_SIGN_IN_SECONDS = 10 * 60
+ACTIVITY_PAGE_SIZE = 50
+RECENT_SIGN_INS = 10
+
+
+def _safe_next(request, candidate: str | None) -> str:
+    if candidate and url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return reverse("dashboard:home")
+
+
+def _pending_user(request):
+    """The user who passed the password step in this session, if that was recent."""
+    pending = request.session.get(PENDING_SIGN_IN_KEY)
+    if not pending or time.time() - pending.get("at", 0) > PENDING_SIGN_IN_SECONDS:
+        return None
+    return get_user_model().objects.filter(pk=pending["user_id"], is_active=True).first()
+
+
+def _complete_sign_in(request, user, device) -> str:
+    next_url = request.session.get(PENDING_SIGN_IN_KEY, {}).get("next")
+    # login() rotates the session key, so a session planted before sign-in is worthless after it.
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    otp_login(request, device)
+    request.session.pop(PENDING_SIGN_IN_KEY, None)
+    record(AuditAction.SIGN_IN, actor=user, context=RequestContext.from_request(request))
+    return _safe_next(request, next_url)
+
+
+no_store_sensitive = [never_cache, sensitive_post_parameters()]
+
+
+@method_decorator(no_store_sensitive, name="dispatch")
+class SignInView(View):
+    template_name = "dashboard/sign_in.html"
+
+    def get(self, request):
+        if request.user.is_authenticated and request.user.is_verified():
+            return redirect(_safe_next(request, request.GET.get("next")))
+        return render(request, self.template_name, {"form": SignInForm(), "next": request.GET.get("next", "")})
+
+    def post(self, request):
+        form = SignInForm(request.POST)
+        next_url = request.POST.get("next", "")
+        if form.is_valid():
+            email = form.cleaned_data["email"]
+            user = authenticate(request, email=email, password=form.cleaned_data["password"])
+            if user is None:
+                known = get_user_model().objects.filter(email__iexact=email).first()
+                record(
+                    AuditAction.SIGN_IN_FAILED, actor=known, actor_email=email, outcome=AuditOutcome.REFUSED,
+                    context=RequestContext.from_request(request),
+                    details={"reason": "wrong password" if known else "unknown email"},
+                )
+                # SECURITY: one message for unknown email and wrong password: no account enumeration.
+                form.add_error(None, SIGN_IN_REFUSED_MESSAGE)
+            else:
+                if request.user.is_authenticated:
+                    logout(request)
+                request.session.cycle_key()
+                request.session[PENDING_SIGN_IN_KEY] = {
+                    "user_id": user.pk, "at": time.time(), "next": _safe_next(request, next_url),
+                }
+                if two_factor.has_confirmed_authenticator(user):
+                    return redirect("dashboard:sign-in-code")
+                return redirect("dashboard:enrol")
+        return render(request, self.template_name, {"form": form, "next": next_url})
+
+
+def _sign_in_expired(request):
+    messages.info(request, "Your sign-in timed out. Enter your email and password again.")
+    return redirect("dashboard:sign-in")
+
+
+@method_decorator(no_store_sensitive, name="dispatch")
+class SignInCodeView(View):
+    template_name = "dashboard/sign_in_code.html"
+
+    def dispatch(self, request, *args, **kwargs):
+        self.user = _pending_user(request)
+        if self.user is None:
+            return _sign_in_expired(request)
+        if not two_factor.has_confirmed_authenticator(self.user):
+            return redirect("dashboard:enrol")
+        return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request):
+        return render(request, self.template_name, {"form": CodeForm(), "pending_email": self.user.email})
+
+    def post(self, request):
+        form = CodeForm(request.POST)
+        context = RequestContext.from_request(request)
+        if form.is_valid():
+            try:
+                device = two_factor.verify_fresh_code(
+                    self.user, form.cleaned_data["code"], context=context, purpose="sign-in"
+                )
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            else:
+                return redirect(_complete_sign_in(request, self.user, device))
+        else:
+            record(
+                AuditAction.SIGN_IN_FAILED, actor=self.user, outcome=AuditOutcome.REFUSED, context=context,
+                details={"reason": "malformed 2FA code"},
+            )
+        return render(request, self.template_name, {"form": form, "pending_email": self.user.email})
+
+
+@method_decorator(no_store_sensitive, name="dispatch")
+class EnrolView(View):
+    """First sign-in of a user without an authenticator: scan or type the key, confirm a code."""
+
+    template_name = "dashboard/enrol.html"
+
+    def dispatch(self, request, *args, **kwargs):
+        self.user = _pending_user(request)
+        if self.user is None:
+            return _sign_in_expired(request)
+        if two_factor.has_confirmed_authenticator(self.user):
+            return redirect("dashboard:sign-in-code")
+        return super().dispatch(request, *args, **kwargs)
+
+    def _render(self, request, form):
+        device = two_factor.pending_authenticator(self.user)
+        return render(
+            request,
+            self.template_name,
+            {
+                "form": form,
+                "qr_svg": qr_code_svg(device.config_url),
+                "manual_key": two_factor.format_manual_key(device),
+                "pending_email": self.user.email,
+            },
+        )
+
+    def get(self, request):
+        return self._render(request, EnrolmentForm())
+
+    def post(self, request):
+        form = EnrolmentForm(request.POST)
+        if form.is_valid():
+            try:
+                device, codes = two_factor.confirm_authenticator(
+                    self.user, form.cleaned_data["code"], context=RequestContext.from_request(request)
+                )
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            else:
+                next_url = _complete_sign_in(request, self.user, device)
+                # Shown in this one response only; nothing keeps them after it.
+                return render(
+                    request,
+                    "dashboard/backup_codes.html",
+                    {"codes": [two_factor.format_backup_code(c) for c in codes], "continue_url": next_url},
+                )
+        return self._render(request, form)
+
+
+@method_decorator(never_cache, name="dispatch")
+class SignOutView(View):
+    http_method_names = ["post"]
+
+    def post(self, request):
+        if request.user.is_authenticated:
+            record(AuditAction.SIGN_OUT, actor=request.user, context=RequestContext.from_request(request))
+        logout(request)
+        messages.info(request, "You have signed out.")
+        return redirect("dashboard:sign-in")
+
+
+class HomeView(VerifiedUserRequiredMixin, View):
+    """Open the merchant the user worked on last, or the first one they belong to."""
+
+    def get(self, request):
+        memberships = Membership.objects.for_user(request.user)
+        chosen = memberships.filter(merchant_id=request.user.last_merchant_id).first() or memberships.first()
+        if chosen is None:
+            return render(request, "dashboard/no_merchant.html")
+        return redirect("dashboard:merchant-home", merchant_slug=chosen.merchant.slug)
+
+
+class MerchantHomeView(RestrictedAllowedMixin, View):
+    landing_pages = {
+        Role.OWNER: "keys:list",
+        Role.RESTRICTED: "dashboard:support",
+    }
+
+    def get(self, request, merchant_slug):
+        page = self.landing_pages.get(self.membership.role, "dashboard:overview")
+        return redirect(page, merchant_slug=merchant_slug)
+
+
+class OverviewView(MerchantMemberRequiredMixin, TemplateView):
+    template_name = "dashboard/overview.html"
+
+    def get_context_data(self, **kwargs):
+        owners = Membership.objects.owners_of(self.merchant)
+        return super().get_context_data(owners=[m.user for m in owners], **kwargs)
+
+
+class SupportView(RestrictedAllowedMixin, TemplateView):
+    template_name = "dashboard/support.html"
+
+
+class ActivityView(OwnerRequiredMixin, TemplateView):
+    template_name = "dashboard/activity.html"
+
+    def get_context_data(self, **kwargs):
+        events = AuditEvent.objects.for_merchant(self.merchant).order_by("-created_at", "-id")
+        page = Paginator(events, ACTIVITY_PAGE_SIZE).get_page(self.request.GET.get("page"))
+        return super().get_context_data(page=page, events=page.object_list, **kwargs)
+
+
+@method_decorator(sensitive_post_parameters(), name="dispatch")
+class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):
+    template_name = "dashboard/account_security.html"
+
+    def get_context_data(self, **kwargs):
+        user = self.request.user
+        kwargs.setdefault("form", CodeForm())
+        return super().get_context_data(
+            authenticator=TOTPDevice.objects.filter(user=user, confirmed=True).first(),
+            backup_codes_left=two_factor.remaining_backup_codes(user),
+            sign_ins=AuditEvent.objects.sign_ins_of(user).order_by("-created_at", "-id")[:RECENT_SIGN_INS],
+            **kwargs,
+        )
+
+    def post(self, request):
+        form = CodeForm(request.POST)
+        if form.is_valid():
+            try:
+                codes = two_factor.regenerate_backup_codes(
+                    request.user, form.cleaned_data["code"], context=RequestContext.from_request(request)
+                )
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            else:
+                return render(
+                    request,
+                    "dashboard/backup_codes.html",
+                    {
+                        "codes": [two_factor.format_backup_code(c) for c in codes],
+                        "continue_url": reverse("dashboard:account-security"),
+                        "regenerated": True,
+                    },
+                )
+        return self.render_to_response(self.get_context_data(form=form))

@@ -1,0 +1,119 @@
+"""API keys of a merchant, and the one table of which action is allowed from which status."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from dashboard.models import Merchant
+
+
+class KeyStatus(models.TextChoices):
+    GENERATED = "generated", "Generated"
+    ACTIVE = "active", "Active"
+    DEACTIVATED = "deactivated", "Deactivated"
+    ARCHIVED = "archived", "Archived"
+
+
+class KeyAction(models.TextChoices):
+    ACTIVATE = "activate", "activate"
+    DEACTIVATE = "deactivate", "deactivate"
+    EDIT_ALLOWLIST = "edit_allowlist", "change the IP addresses of"
+    RENAME = "rename", "rename"
+    ARCHIVE = "archive", "archive"
+
+
+# The lifecycle: which action may start from which status. Archiving is permanent: nothing starts from it.
+ALLOWED_FROM: dict[str, frozenset[str]] = {
+    KeyAction.ACTIVATE: frozenset({KeyStatus.GENERATED, KeyStatus.DEACTIVATED}),
+    KeyAction.DEACTIVATE: frozenset({KeyStatus.ACTIVE}),
+    KeyAction.EDIT_ALLOWLIST: frozenset({KeyStatus.GENERATED, KeyStatus.ACTIVE, KeyStatus.DEACTIVATED}),
+    KeyAction.RENAME: frozenset({KeyStatus.GENERATED, KeyStatus.ACTIVE, KeyStatus.DEACTIVATED}),
+    KeyAction.ARCHIVE: frozenset({KeyStatus.GENERATED, KeyStatus.DEACTIVATED}),
+}
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def for_merchant(self, merchant: Merchant) -> ApiKeyQuerySet:
+        return self.filter(merchant=merchant)
+
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(status=KeyStatus.ACTIVE)
+
+    def not_archived(self) -> ApiKeyQuerySet:
+        return self.exclude(status=KeyStatus.ARCHIVED)
+
+    def archived(self) -> ApiKeyQuerySet:
+        return self.filter(status=KeyStatus.ARCHIVED)
+
+    def get_by_public_key(self, public_key: str) -> ApiKey | None:
+        """The usable key sent as X-Processing-Key, or None: unknown and inactive look the same."""
+        return self.active().select_related("merchant").filter(public_key=public_key).first()
+
+
+class ApiKey(models.Model):
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="api_keys")
+    public_key = models.CharField(
+        "API key", max_length=64, unique=True, help_text="Sent as X-Processing-Key; public, shown in full."
+    )
+    name = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=12, choices=KeyStatus.choices, default=KeyStatus.GENERATED)
+    # The secret key, sealed with AES-GCM (keys/secret_store.py); empty until the first activation.
+    encrypted_secret = models.TextField(blank=True, editable=False)
+    secret_fingerprint = models.CharField(
+        max_length=8, blank=True, help_text="First 8 hex characters of SHA-256 of the secret key."
+    )
+    allowed_networks = models.JSONField(
+        "IP addresses", default=list, blank=True, help_text="Normalised addresses and networks; empty means any."
+    )
+
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    first_activated_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    allowlist_changed_at = models.DateTimeField(null=True, blank=True)
+    allowlist_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    archived_at = models.DateTimeField(null=True, blank=True)
+    archived_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["merchant", "status"], name="apikey_merchant_status")]
+        constraints = [
+            # SECURITY: one usable key pair per merchant, whatever path writes the row.
+            models.UniqueConstraint(
+                fields=["merchant"], condition=models.Q(status=KeyStatus.ACTIVE), name="one_active_key_per_merchant"
+            ),
+            models.CheckConstraint(condition=models.Q(status__in=KeyStatus.values), name="apikey_status_is_known"),
+            models.CheckConstraint(
+                condition=~models.Q(status__in=[KeyStatus.ACTIVE, KeyStatus.DEACTIVATED]) | ~models.Q(encrypted_secret=""),
+                name="apikey_activated_has_secret",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        # The public key only: the secret never appears in a representation.
+        return f"{self.name} ({self.public_key})" if self.name else self.public_key
+
+    def allows(self, action: str) -> bool:
+        return self.status in ALLOWED_FROM[action]
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.encrypted_secret)

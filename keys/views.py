@@ -1,0 +1,273 @@
+"""The "API keys" tab: Owners only. Views parse input, call one service, and show the outcome."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.generic import TemplateView
+
+from dashboard.access import OwnerRequiredMixin
+from dashboard.audit import RequestContext
+from dashboard.forms import CodeForm
+from dashboard.qr import qr_code_svg
+from dashboard.two_factor import CodeRefused
+
+from . import services
+from .forms import ActivateKeyForm, AllowlistForm, GenerateKeyForm, RenameKeyForm
+from .models import ApiKey, KeyAction
+
+ARCHIVED_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RowAction:
+    label: str
+    url: str
+    danger: bool = False
+
+
+# The buttons of a key's row, in order, each shown only when the key's status allows it.
+ROW_ACTIONS = [
+    (KeyAction.ACTIVATE, "Activate", "keys:activate", False),
+    (KeyAction.EDIT_ALLOWLIST, "IP addresses", "keys:allowlist", False),
+    (KeyAction.RENAME, "Rename", "keys:rename", False),
+    (KeyAction.DEACTIVATE, "Deactivate", "keys:deactivate", True),
+    (KeyAction.ARCHIVE, "Archive", "keys:archive", True),
+]
+
+
+def row_actions(key: ApiKey, merchant_slug: str) -> list[RowAction]:
+    return [
+        RowAction(label, reverse(url, kwargs={"merchant_slug": merchant_slug, "key_id": key.pk}), danger)
+        for action, label, url, danger in ROW_ACTIONS
+        if key.allows(action)
+    ]
+
+
+class KeyListView(OwnerRequiredMixin, TemplateView):
+    template_name = "keys/list.html"
+
+    def get_context_data(self, **kwargs):
+        keys = list(
+            ApiKey.objects.for_merchant(self.merchant).not_archived()
+            .select_related("created_by", "activated_by")
+            .order_by("-created_at", "-id")
+        )
+        rows = [(key, row_actions(key, self.merchant.slug)) for key in keys]
+        return super().get_context_data(
+            rows=rows,
+            archived_count=ApiKey.objects.for_merchant(self.merchant).archived().count(),
+            client_address=RequestContext.from_request(self.request).ip_address,
+            **kwargs,
+        )
+
+
+class ArchivedKeyListView(OwnerRequiredMixin, TemplateView):
+    template_name = "keys/archived.html"
+
+    def get_context_data(self, **kwargs):
+        keys = (
+            ApiKey.objects.for_merchant(self.merchant).archived()
+            .select_related("archived_by").order_by("-archived_at", "-id")
+        )
+        page = Paginator(keys, ARCHIVED_PAGE_SIZE).get_page(self.request.GET.get("page"))
+        return super().get_context_data(page=page, keys=page.object_list, **kwargs)
+
+
+def _show_refusal(form, refusal: Exception) -> None:
+    if isinstance(refusal, CodeRefused):
+        form.add_refusal(refusal)
+    else:
+        form.add_error(None, refusal.message)
+
+
+@method_decorator(sensitive_post_parameters("code"), name="dispatch")
+class GenerateKeyView(OwnerRequiredMixin, View):
+    template_name = "keys/generate.html"
+
+    def get(self, request, merchant_slug):
+        return render(request, self.template_name, {"form": GenerateKeyForm(), "merchant": self.merchant})
+
+    def post(self, request, merchant_slug):
+        form = GenerateKeyForm(request.POST)
+        if form.is_valid():
+            try:
+                key = services.generate_key(
+                    actor=request.user, merchant=self.merchant, name=form.cleaned_data["name"],
+                    code=form.cleaned_data["code"], context=RequestContext.from_request(request),
+                )
+            except (CodeRefused, services.KeyActionRefused) as refusal:
+                _show_refusal(form, refusal)
+            else:
+                messages.success(request, f"API key {key.public_key} generated. Activate it to start using it.")
+                return redirect("keys:list", merchant_slug=merchant_slug)
+        return render(request, self.template_name, {"form": form, "merchant": self.merchant})
+
+
+@method_decorator(sensitive_post_parameters("code"), name="dispatch")
+class KeyActionView(OwnerRequiredMixin, View):
+    """One action on one key: a page with its form, which works without JavaScript."""
+
+    action: KeyAction
+    form_class = CodeForm
+    template_name: str
+
+    def authorize(self, request, **kwargs) -> None:
+        super().authorize(request, **kwargs)
+        self.key = ApiKey.objects.for_merchant(self.merchant).filter(pk=kwargs["key_id"]).first()
+        if self.key is None:
+            raise Http404("No such API key.")
+
+    def initial_form(self):
+        return self.form_class()
+
+    def perform(self, form, context: RequestContext):
+        raise NotImplementedError
+
+    def succeeded(self, result):
+        raise NotImplementedError
+
+    def _render(self, form):
+        unavailable = None if self.key.allows(self.action) else services.wrong_status_refusal(self.key, self.action).message
+        return render(
+            self.request,
+            self.template_name,
+            {"form": form, "key": self.key, "merchant": self.merchant, "unavailable": unavailable},
+        )
+
+    def get(self, request, merchant_slug, key_id):
+        return self._render(self.initial_form())
+
+    def post(self, request, merchant_slug, key_id):
+        form = self.form_class(request.POST)
+        if form.is_valid():
+            try:
+                result = self.perform(form, RequestContext.from_request(request))
+            except services.KeyNotFound:
+                raise Http404("No such API key.") from None
+            except (CodeRefused, services.KeyActionRefused) as refusal:
+                _show_refusal(form, refusal)
+            else:
+                return self.succeeded(result)
+        return self._render(form)
+
+    def back_to_list(self):
+        return redirect("keys:list", merchant_slug=self.merchant.slug)
+
+
+class ActivateKeyView(KeyActionView):
+    action = KeyAction.ACTIVATE
+    form_class = ActivateKeyForm
+    template_name = "keys/activate.html"
+
+    def initial_form(self):
+        return self.form_class(initial={"allowlist": self.key.allowed_networks})
+
+    def perform(self, form, context):
+        allowlist = form.cleaned_data["allowlist"]
+        result = services.activate_key(
+            actor=self.request.user, merchant=self.merchant, key_id=self.key.pk, allowlist=allowlist,
+            code=form.cleaned_data["code"], context=context,
+        )
+        return result, allowlist.warnings
+
+    def succeeded(self, outcome):
+        result, warnings = outcome
+        for warning in warnings:
+            messages.warning(self.request, warning)
+        if result.secret is None:
+            messages.success(
+                self.request,
+                f"API key {result.key.public_key} is active again. Its secret key is not shown again; if you no "
+                "longer have it, deactivate this key and generate a new pair.",
+            )
+            return self.back_to_list()
+        # The one response that ever carries the secret: rendered here, never stored, never redirected to.
+        return render(
+            self.request,
+            "keys/secret.html",
+            {
+                "key": result.key,
+                "merchant": self.merchant,
+                "secret": result.secret,
+                "secret_qr_svg": qr_code_svg(result.secret),
+                "warnings": warnings,
+            },
+        )
+
+
+class DeactivateKeyView(KeyActionView):
+    action = KeyAction.DEACTIVATE
+    template_name = "keys/deactivate.html"
+
+    def perform(self, form, context):
+        return services.deactivate_key(
+            actor=self.request.user, merchant=self.merchant, key_id=self.key.pk,
+            code=form.cleaned_data["code"], context=context,
+        )
+
+    def succeeded(self, key):
+        messages.success(self.request, f"API key {key.public_key} is deactivated. Requests with it are refused from now on.")
+        return self.back_to_list()
+
+
+class AllowlistView(ActivateKeyView):
+    action = KeyAction.EDIT_ALLOWLIST
+    form_class = AllowlistForm
+    template_name = "keys/allowlist.html"
+
+    def perform(self, form, context):
+        allowlist = form.cleaned_data["allowlist"]
+        key = services.update_allowlist(
+            actor=self.request.user, merchant=self.merchant, key_id=self.key.pk, allowlist=allowlist,
+            code=form.cleaned_data["code"], context=context,
+        )
+        return key, allowlist.warnings
+
+    def succeeded(self, outcome):
+        key, warnings = outcome
+        for warning in warnings:
+            messages.warning(self.request, warning)
+        messages.success(self.request, f"IP addresses of API key {key.public_key} saved. They apply from the next request.")
+        return self.back_to_list()
+
+
+class RenameKeyView(KeyActionView):
+    action = KeyAction.RENAME
+    form_class = RenameKeyForm
+    template_name = "keys/rename.html"
+
+    def initial_form(self):
+        return self.form_class(initial={"name": self.key.name})
+
+    def perform(self, form, context):
+        return services.rename_key(
+            actor=self.request.user, merchant=self.merchant, key_id=self.key.pk,
+            name=form.cleaned_data["name"], context=context,
+        )
+
+    def succeeded(self, key):
+        messages.success(self.request, "Name saved.")
+        return self.back_to_list()
+
+
+class ArchiveKeyView(KeyActionView):
+    action = KeyAction.ARCHIVE
+    template_name = "keys/archive.html"
+
+    def perform(self, form, context):
+        return services.archive_key(
+            actor=self.request.user, merchant=self.merchant, key_id=self.key.pk,
+            code=form.cleaned_data["code"], context=context,
+        )
+
+    def succeeded(self, key):
+        messages.success(self.request, f"API key {key.public_key} is archived. It is listed under “Archived”.")
+        return self.back_to_list()

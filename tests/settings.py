@@ -1,0 +1,19 @@
+"""Settings for the test suite: the project's own, plus what tests need to be fast and self-contained."""
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-suite-secret-key-not-used-anywhere-else")
+# Two fixed key-encryption keys (32 zero bytes, 32 0x01 bytes), so rotation can be tested.
+os.environ.setdefault(
+    "KEYS_ENCRYPTION_KEYS",
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA,AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE",
+)
+
+from dashboard.settings import *  # noqa: E402,F401,F403
+
+# A fast hasher: the suite hashes many passwords and tests nothing about the hash's cost.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
