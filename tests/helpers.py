@@ -1,0 +1,59 @@
+"""Building blocks for tests: users with authenticators, codes computed from their keys, signed-in clients."""
+from __future__ import annotations
+
+import itertools
+
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from dashboard.models import Membership, Merchant, Role, User
+
+PASSWORD = "correct horse battery staple"
+_numbers = itertools.count(1)
+
+
+def create_merchant(name: str | None = None) -> Merchant:
+    number = next(_numbers)
+    name = name or f"Merchant {number}"
+    return Merchant.objects.create(name=name, slug=f"merchant-{number}")
+
+
+def create_user(email: str | None = None, *, with_device: bool = True, staff: bool = False) -> User:
+    email = email or f"user{next(_numbers)}@example.test"
+    user = User.objects.create_user(email=email, password=PASSWORD, is_staff=staff, is_superuser=staff)
+    if with_device:
+        TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+    return user
+
+
+def create_member(merchant: Merchant, role: str = Role.OWNER, email: str | None = None) -> User:
+    user = create_user(email)
+    Membership.objects.create(user=user, merchant=merchant, role=role)
+    return user
+
+
+def totp_device(user: User) -> TOTPDevice:
+    return TOTPDevice.objects.get(user=user, confirmed=True)
+
+
+def current_code(user: User, *, steps_ahead: int = 0) -> str:
+    """The code the user's app shows now (time is frozen by the ``clock`` fixture)."""
+    device = totp_device(user)
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift + steps_ahead)
+    return f"{totp.token():0{device.digits}d}"
+
+
+def give_backup_codes(user: User, codes: list[str]) -> StaticDevice:
+    device = StaticDevice.objects.create(user=user, name="Backup codes", confirmed=True)
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    return device
+
+
+def sign_in_verified(client, user: User) -> None:
+    """A session as after both factors: password and a device's code."""
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = totp_device(user).persistent_id
+    session.save()
