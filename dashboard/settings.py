@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "dashboard.apps.DashboardConfig",
     "keys.apps.KeysConfig",
+    "sandbox.apps.SandboxConfig",
 ]
 
 MIDDLEWARE = [
@@ -140,5 +141,6 @@ LOGGING = {
     "loggers": {
         "dashboard": {"level": "INFO"},
         "keys": {"level": "INFO"},
+        "sandbox": {"level": "INFO"},
     },
 }

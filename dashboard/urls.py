@@ -18,6 +18,7 @@ dashboard_patterns = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v2/", include("sandbox.urls")),
     path("m/<slug:merchant_slug>/keys/", include("keys.urls")),
     path("", include((dashboard_patterns, "dashboard"))),
 ]

@@ -1,5 +1,6 @@
 """Create the demo merchant, its users and a staff account, idempotently, and print how to sign in."""
 import json
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -8,6 +9,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from dashboard.models import Membership, Merchant, Role, User
 from dashboard.two_factor import TOTP_DEVICE_NAME, format_manual_key
+from sandbox.models import Balance
 
 DEMO_MERCHANT = {"name": "Demo Merchant", "slug": "demo-merchant", "support_email": "support@demo.test"}
 # Fixed, documented passwords: this data exists to be signed in with, on a developer's machine.
@@ -17,6 +19,8 @@ DEMO_USERS = [
     ("restricted@demo.test", "Demo Restricted", Role.RESTRICTED, "restricted-demo-password"),
 ]
 DEMO_STAFF = ("staff@demo.test", "Demo Staff", "staff-demo-password")
+# Sandbox balances by currency id (sandbox/migrations/0002_currencies.py): BTC, ETH, USDT.
+DEMO_BALANCES = {1: Decimal("0.04"), 2: Decimal("1.25"), 4: Decimal("1500")}
 
 
 def _ensure_user(email: str, full_name: str, password: str, *, staff: bool = False) -> tuple[User, TOTPDevice]:
@@ -65,6 +69,8 @@ class Command(BaseCommand):
                 user, device = _ensure_user(email, full_name, password)
                 Membership.objects.update_or_create(user=user, merchant=merchant, defaults={"role": role})
                 users.append(_describe(user, password, device, Role(role).label))
+            for currency_id, amount in DEMO_BALANCES.items():
+                Balance.objects.update_or_create(merchant=merchant, currency_id=currency_id, defaults={"amount": amount})
             staff_email, staff_name, staff_password = DEMO_STAFF
             staff, staff_device = _ensure_user(staff_email, staff_name, staff_password, staff=True)
         result = {

@@ -1,0 +1,43 @@
+# The two commands: `make demo` and `make test`. Everything else here serves them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: demo test install install-dev migrate seed check-deploy clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# The demo runs with DEBUG on, on the SQLite file var/db.sqlite3 unless DATABASE_URL says otherwise.
+demo: export DJANGO_DEBUG = 1
+demo: install
+	mkdir -p var
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py seed_demo
+	@echo
+	@echo "Open http://$(HOST):$(PORT)/ and sign in as owner@demo.test with password owner-demo-password."
+	@echo "For the 2FA code, add the TOTP secret above to an authenticator app, or run in another terminal:"
+	@echo "    $(BIN)/python manage.py totp_code owner@demo.test    (with DJANGO_DEBUG=1)"
+	@echo "Staff: staff@demo.test / staff-demo-password, then http://$(HOST):$(PORT)/admin/"
+	@echo
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

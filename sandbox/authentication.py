@@ -1,0 +1,92 @@
+"""Authenticating a signed sandbox request, in the platform's order of checks.
+
+1. X-Processing-Key present, and the key of an active pair;
+2. X-Processing-Signature present, and the lowercase-hex HMAC-SHA512 of the exact body bytes;
+3. the client address inside the key's allowlist (empty: any);
+4. Content-Type application/json and a body that is valid JSON.
+The first failing check raises its error from sandbox.errors; nothing else is looked at.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from keys import crypto
+from keys.allowlist import is_address_allowed
+from keys.models import ApiKey, KeyStatus
+from keys.secret_store import open_secret
+
+from .errors import BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, MissingKey, MissingSignature, Unavailable
+
+logger = logging.getLogger("sandbox.authentication")
+
+MAX_BODY_BYTES = 1024 * 1024
+_PUBLIC_KEY_SHAPE = re.compile(r"sbx_[0-9a-f]{40}")
+
+
+@dataclass
+class SignedRequest:
+    key: ApiKey
+    payload: object
+    client_ip: str | None
+
+
+def read_body(request) -> bytes:
+    """The body, refused before it is read when it announces more than 1 MiB."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise BadContent() from None
+    if length > MAX_BODY_BYTES:
+        raise BodyTooLarge()
+    return request.body
+
+
+def find_key(request) -> ApiKey | None:
+    """The key the request names, whatever its status (the request log wants it), without raising."""
+    header = request.META.get("HTTP_X_PROCESSING_KEY", "")
+    # A value that cannot be a key costs no query.
+    if not _PUBLIC_KEY_SHAPE.fullmatch(header):
+        return None
+    return ApiKey.objects.select_related("merchant").filter(public_key=header).first()
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes, content_type: str) -> object:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise BadContent()
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        # ValueError covers invalid JSON and bytes that are not UTF-8; RecursionError, absurd nesting.
+        raise BadContent() from None
+
+
+def authenticate(request, key: ApiKey | None, body: bytes, client_ip: str | None) -> SignedRequest:
+    """Run the four checks on a request whose key was looked up by ``find_key``."""
+    if not request.META.get("HTTP_X_PROCESSING_KEY"):
+        raise MissingKey()
+    # SECURITY: unknown and inactive keys get the same answer: the API never says whether a key exists.
+    if key is None or key.status != KeyStatus.ACTIVE:
+        raise BadKey()
+    signature = request.META.get("HTTP_X_PROCESSING_SIGNATURE")
+    if not signature:
+        raise MissingSignature()
+    try:
+        secret = open_secret(key.public_key, key.encrypted_secret)
+    except (crypto.DecryptionError, crypto.EncryptionKeyError):
+        # SECURITY: fail closed; a secret we cannot read authenticates nothing.
+        logger.error("secret of key %s cannot be decrypted; check KEYS_ENCRYPTION_KEYS", key.public_key)
+        raise Unavailable() from None
+    if not crypto.signature_matches(secret, body, signature):
+        raise BadSignature()
+    if not is_address_allowed(key.allowed_networks, client_ip or ""):
+        raise IpNotAllowed(client_ip)
+    payload = parse_json(body, request.META.get("CONTENT_TYPE", ""))
+    return SignedRequest(key=key, payload=payload, client_ip=client_ip)

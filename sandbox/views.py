@@ -1,0 +1,101 @@
+"""The sandbox API under /api/v2/: the platform's paths, headers, signature rule and error answers."""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from functools import wraps
+
+from django.db import DatabaseError
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from dashboard.net import client_ip
+
+from . import request_log
+from .authentication import authenticate, find_key, read_body
+from .errors import MethodNotAllowed, NotFound, SandboxError, Unavailable
+from .models import Balance, Currency
+
+logger = logging.getLogger("sandbox.api")
+
+
+def decimal_text(value: Decimal) -> str:
+    """Amounts as decimal strings, never floats and never exponents: 0.04, 0, 1500."""
+    return format(value.normalize(), "f")
+
+
+def signed_endpoint(view):
+    """Authenticate a POST, log it for the merchant, and answer every refusal with its JSON error."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapper(request):
+        key = None
+        error_code = ""
+        address = client_ip(request)
+        try:
+            if request.method != "POST":
+                raise MethodNotAllowed()
+            body = read_body(request)
+            key = find_key(request)
+            signed = authenticate(request, key, body, address)
+            response = view(request, signed)
+            request_log.mark_used(signed.key, address)
+        except SandboxError as error:
+            response, error_code = error.response(), error.code
+        except DatabaseError:
+            # SECURITY: fail closed: with no database nothing can be checked, so nothing is accepted.
+            logger.exception("database error in the sandbox API")
+            return Unavailable().response()
+        if key is not None:
+            try:
+                request_log.record_request(
+                    key=key, client_ip=address, method=request.method, path=request.path,
+                    status=response.status_code, error_code=error_code,
+                )
+            except DatabaseError:
+                logger.exception("could not write the request log")
+        return response
+
+    return wrapper
+
+
+@csrf_exempt
+def ping(request):
+    if request.method not in ("GET", "HEAD"):
+        return MethodNotAllowed().response()
+    return HttpResponse("OK", content_type="text/plain")
+
+
+@signed_endpoint
+def accounts_list(request, signed):
+    balances = {
+        balance.currency_id: balance.amount for balance in Balance.objects.filter(merchant_id=signed.key.merchant_id)
+    }
+    data = [
+        {"currency": currency.code, "type": currency.type, "balance": decimal_text(balances.get(currency.id, Decimal(0)))}
+        for currency in Currency.objects.all()
+    ]
+    return JsonResponse({"data": data})
+
+
+@signed_endpoint
+def currencies_list(request, signed):
+    data = [
+        {
+            "id": currency.id,
+            "type": currency.type,
+            "currency": currency.code,
+            "minimum_amount": decimal_text(currency.minimum_amount),
+            "deposit_fee_percent": decimal_text(currency.deposit_fee_percent),
+            "withdrawal_fee_percent": decimal_text(currency.withdrawal_fee_percent),
+            "precision": currency.precision,
+        }
+        for currency in Currency.objects.all()
+    ]
+    return JsonResponse({"data": data})
+
+
+@csrf_exempt
+def not_found(request, rest=""):
+    return NotFound().response()
