@@ -18,6 +18,8 @@ TABS = [
     ("Overview", "dashboard:overview", {Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.OWNER}, {"overview"}),
     ("API keys", "keys:list", {Role.OWNER}, {"list", "archived", "generate", "activate", "deactivate",
                                              "allowlist", "rename", "archive", "reveal"}),
+    ("API requests", "integration:request-log", {Role.OWNER}, {"request-log"}),
+    ("Signature checker", "integration:signature-check", {Role.OWNER}, {"signature-check"}),
     ("Activity", "dashboard:activity", {Role.OWNER}, {"activity"}),
     ("Contact support", "dashboard:support", set(Role), {"support"}),
 ]

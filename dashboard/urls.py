@@ -20,5 +20,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v2/", include("sandbox.urls")),
     path("m/<slug:merchant_slug>/keys/", include("keys.urls")),
+    path("m/<slug:merchant_slug>/", include("sandbox.page_urls")),
     path("", include((dashboard_patterns, "dashboard"))),
 ]

@@ -1,4 +1,5 @@
 """Input rules of the API-key pages."""
+import ipaddress
 import unicodedata
 
 from django import forms
@@ -74,3 +75,23 @@ class AllowlistForm(ActivateKeyForm):
 
 class RenameKeyForm(forms.Form):
     name = KeyNameField()
+
+
+class AddressCheckForm(forms.Form):
+    """The dry run: would this address pass a key's allowlist?"""
+
+    address = forms.CharField(
+        label="Would this address pass?",
+        max_length=64,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off", "placeholder": "2001:db8::5"}),
+        error_messages={"required": "Enter an IPv4 or IPv6 address.", "max_length": "That is not an IP address."},
+    )
+
+    def clean_address(self) -> str:
+        value = self.cleaned_data["address"].strip()
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValidationError("'%(value)s' is not an IPv4 or IPv6 address.", code="invalid_address",
+                                  params={"value": value}) from None
+        return value

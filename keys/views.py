@@ -20,7 +20,8 @@ from dashboard.qr import qr_code_svg
 from dashboard.two_factor import CodeRefused
 
 from . import services
-from .forms import ActivateKeyForm, AllowlistForm, GenerateKeyForm, RenameKeyForm
+from .allowlist import is_address_allowed
+from .forms import ActivateKeyForm, AddressCheckForm, AllowlistForm, GenerateKeyForm, RenameKeyForm
 from .models import ApiKey, KeyAction
 
 ARCHIVED_PAGE_SIZE = 50
@@ -134,12 +135,16 @@ class KeyActionView(OwnerRequiredMixin, View):
     def succeeded(self, result):
         raise NotImplementedError
 
+    def extra_context(self) -> dict:
+        return {}
+
     def _render(self, form):
         unavailable = None if self.key.allows(self.action) else services.wrong_status_refusal(self.key, self.action).message
         return render(
             self.request,
             self.template_name,
-            {"form": form, "key": self.key, "merchant": self.merchant, "unavailable": unavailable},
+            {"form": form, "key": self.key, "merchant": self.merchant, "unavailable": unavailable,
+             **self.extra_context()},
         )
 
     def get(self, request, merchant_slug, key_id):
@@ -169,6 +174,9 @@ class ActivateKeyView(KeyActionView):
 
     def initial_form(self):
         return self.form_class(initial={"allowlist": self.key.allowed_networks})
+
+    def extra_context(self) -> dict:
+        return {"client_address": RequestContext.from_request(self.request).ip_address}
 
     def perform(self, form, context):
         allowlist = form.cleaned_data["allowlist"]
@@ -222,6 +230,15 @@ class AllowlistView(ActivateKeyView):
     action = KeyAction.EDIT_ALLOWLIST
     form_class = AllowlistForm
     template_name = "keys/allowlist.html"
+
+    def extra_context(self) -> dict:
+        check = AddressCheckForm(self.request.GET if "address" in self.request.GET else None)
+        return {
+            **super().extra_context(),
+            "address_form": check,
+            "address_allowed": is_address_allowed(self.key.allowed_networks, check.cleaned_data["address"])
+            if check.is_valid() else None,
+        }
 
     def perform(self, form, context):
         allowlist = form.cleaned_data["allowlist"]
