@@ -82,10 +82,19 @@ def _require_owner(action: AuditAction, *, actor, merchant: Merchant, context, k
         )
 
 
+_CODE_PURPOSES = {
+    AuditAction.KEY_GENERATED: "generate an API key",
+    AuditAction.KEY_ACTIVATED: "activate an API key",
+    AuditAction.KEY_DEACTIVATED: "deactivate an API key",
+    AuditAction.KEY_ALLOWLIST_CHANGED: "change the IP addresses of an API key",
+    AuditAction.KEY_ARCHIVED: "archive an API key",
+}
+
+
 def _verify_code(action: AuditAction, *, actor, merchant, code: str, context, key_id=None) -> None:
+    purpose = _CODE_PURPOSES[action]
     verify_fresh_code(
-        actor, code, context=context, merchant=merchant,
-        purpose=f"{action.label} ({_target(None, key_id)})" if key_id else action.label,
+        actor, code, context=context, merchant=merchant, purpose=f"{purpose} #{key_id}" if key_id else purpose
     )
 
 
