@@ -29,6 +29,12 @@ def _is_trusted(address: Address, networks: tuple[Network, ...]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
 
+def is_trusted_proxy(remote_addr: str) -> bool:
+    peer = _parse(remote_addr)
+    trusted = _trusted_networks(tuple(settings.TRUSTED_PROXIES))
+    return peer is not None and bool(trusted) and _is_trusted(peer, trusted)
+
+
 def client_ip(request) -> str | None:
     """The client's address as text, or None when REMOTE_ADDR is not an address.
 

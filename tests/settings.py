@@ -2,6 +2,8 @@
 import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-suite-secret-key-not-used-anywhere-else")
+# The test client speaks plain HTTP; tests of the HTTPS-only settings turn them on themselves.
+os.environ.setdefault("DJANGO_HTTPS", "0")
 # Two fixed key-encryption keys (32 zero bytes, 32 0x01 bytes), so rotation can be tested.
 os.environ.setdefault(
     "KEYS_ENCRYPTION_KEYS",
@@ -17,3 +19,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Static files come from the finders in tests; there is no collectstatic output to serve.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,52 @@
+"""Request plumbing: which proxy headers to believe, and when a signed-in session ends."""
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.contrib.auth import logout
+
+from .net import is_trusted_proxy
+
+# The session's clocks, kept in the session itself.
+SIGNED_IN_AT_KEY = "signed_in_at"
+LAST_SEEN_KEY = "last_seen"
+# Refreshing "last seen" at most this often spares a session write on every page view.
+LAST_SEEN_RESOLUTION_SECONDS = 60
+
+
+class TrustedProxyMiddleware:
+    """Drop X-Forwarded-Proto unless the direct peer is a trusted proxy.
+
+    Django's SECURE_PROXY_SSL_HEADER believes the header from anyone; behind this middleware only
+    TRUSTED_PROXIES can make a request count as HTTPS.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "HTTP_X_FORWARDED_PROTO" in request.META and not is_trusted_proxy(request.META.get("REMOTE_ADDR", "")):
+            # SECURITY: a client cannot claim HTTPS (and so get Secure cookies' trust) by a header.
+            del request.META["HTTP_X_FORWARDED_PROTO"]
+        return self.get_response(request)
+
+
+class SessionExpiryMiddleware:
+    """End a signed-in session after SESSION_IDLE_SECONDS without a request or SESSION_ABSOLUTE_SECONDS in all."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            now = time.time()
+            session = request.session
+            signed_in_at = session.setdefault(SIGNED_IN_AT_KEY, now)
+            last_seen = session.get(LAST_SEEN_KEY, now)
+            if now - last_seen > settings.SESSION_IDLE_SECONDS or now - signed_in_at > settings.SESSION_ABSOLUTE_SECONDS:
+                logout(request)
+            elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS or LAST_SEEN_KEY not in session:
+                session[LAST_SEEN_KEY] = now
+        return self.get_response(request)
