@@ -23,6 +23,7 @@ from django_otp.oath import hotp
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from . import rate_limit
 from .audit import RequestContext, record
 from .models import AuditAction, AuditOutcome, Merchant
 
@@ -134,10 +135,19 @@ def verify_fresh_code(
     the caller's action runs, so a failed action never rolls back a failure count (as django-otp's
     ``OTPAuthenticationFormMixin.clean_otp`` does). Returns the device that accepted the code.
     """
+    until = rate_limit.blocked_until(user.email)
+    if until is not None:
+        refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=until)
+        record(
+            AuditAction.OTP_THROTTLED, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED,
+            context=context, details={"purpose": purpose, "reason": "hourly limit"},
+        )
+        raise refusal
     try:
         code = parse_code(raw_code)
     except ValidationError:
         refusal = CodeRefused(RefusalReason.MALFORMED)
+        rate_limit.record_failure(user.email)
         record(
             AuditAction.OTP_FAILED, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED,
             context=context, details={"purpose": purpose, "reason": refusal.reason.value},
@@ -164,6 +174,8 @@ def verify_fresh_code(
             details["reason"] = refusal.reason.value
             action = AuditAction.OTP_THROTTLED if refusal.reason is RefusalReason.THROTTLED else AuditAction.OTP_FAILED
             record(action, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED, context=context, details=details)
+    if refusal is not None and refusal.reason in (RefusalReason.WRONG, RefusalReason.REUSED, RefusalReason.NO_DEVICE):
+        rate_limit.record_failure(user.email)
     if refusal is not None:
         raise refusal
     return device

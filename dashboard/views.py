@@ -17,7 +17,7 @@ from django.views.generic import TemplateView
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import two_factor
+from . import rate_limit, two_factor
 from .access import MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
 from .audit import RequestContext, record
 from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm
@@ -74,17 +74,27 @@ class SignInView(View):
         next_url = request.POST.get("next", "")
         if form.is_valid():
             email = form.cleaned_data["email"]
-            user = authenticate(request, email=email, password=form.cleaned_data["password"])
-            if user is None:
-                known = get_user_model().objects.filter(email__iexact=email).first()
+            context = RequestContext.from_request(request)
+            until = rate_limit.blocked_until(email)
+            user = None
+            if until is not None:
                 record(
-                    AuditAction.SIGN_IN_FAILED, actor=known, actor_email=email, outcome=AuditOutcome.REFUSED,
-                    context=RequestContext.from_request(request),
-                    details={"reason": "wrong password" if known else "unknown email"},
+                    AuditAction.SIGN_IN_FAILED, actor_email=email, outcome=AuditOutcome.REFUSED, context=context,
+                    details={"reason": "hourly limit"},
                 )
-                # SECURITY: one message for unknown email and wrong password: no account enumeration.
-                form.add_error(None, SIGN_IN_REFUSED_MESSAGE)
+                form.add_error(None, rate_limit.retry_message(until))
             else:
+                user = authenticate(request, email=email, password=form.cleaned_data["password"])
+                if user is None:
+                    rate_limit.record_failure(email)
+                    known = get_user_model().objects.filter(email__iexact=email).first()
+                    record(
+                        AuditAction.SIGN_IN_FAILED, actor=known, actor_email=email, outcome=AuditOutcome.REFUSED,
+                        context=context, details={"reason": "wrong password" if known else "unknown email"},
+                    )
+                    # SECURITY: one message for unknown email and wrong password: no account enumeration.
+                    form.add_error(None, SIGN_IN_REFUSED_MESSAGE)
+            if user is not None:
                 if request.user.is_authenticated:
                     logout(request)
                 request.session.cycle_key()

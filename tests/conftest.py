@@ -2,6 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import time_machine
+from django.core.cache import cache
 
 from dashboard.models import Role
 
@@ -21,6 +22,14 @@ class Clock:
 
     def next_code_step(self) -> None:
         self.advance(30)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Rate-limit counters live in the cache; each test starts with none."""
+    cache.clear()
+    yield
+    cache.clear()
 
 
 @pytest.fixture
