@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test install install-dev migrate seed check-deploy clean
+WORKERS ?= 2
+
+.PHONY: demo test serve install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +40,13 @@ demo: install
 
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Production mode: gunicorn, DEBUG off, settings from the environment (README, "Running for real").
+serve: install
+	$(BIN)/python manage.py check --deploy --fail-level WARNING
+	$(BIN)/python manage.py migrate --no-input -v 0
+	$(BIN)/python manage.py collectstatic --no-input -v 0
+	$(BIN)/gunicorn dashboard.wsgi --workers $(WORKERS) --bind $(HOST):$(PORT) --access-logfile -
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

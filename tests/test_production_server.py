@@ -1,0 +1,170 @@
+"""The production stack: gunicorn with two workers, DEBUG off, PostgreSQL and Redis, behind a TLS proxy.
+
+The test plays the proxy: it speaks plain HTTP to gunicorn from 127.0.0.1 (a trusted proxy) with
+X-Forwarded-Proto: https, as nginx in front of it would. It needs DATABASE_URL to point at PostgreSQL
+and REDIS_URL at Redis (CI sets both); elsewhere it is skipped with the reason.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from http.cookies import SimpleCookie
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.db import connection
+
+from dashboard.models import Role
+from keys.crypto import sign
+
+from . import helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(
+        not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")),
+        reason="needs PostgreSQL: set DATABASE_URL=postgres://... (CI does)",
+    ),
+    pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs Redis: set REDIS_URL=redis://... (CI does)"),
+]
+
+
+class ProxyClient:
+    """An HTTP client that behaves like a TLS-terminating proxy in front of gunicorn, keeping cookies."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        connection_ = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        headers = {"Host": "127.0.0.1", "X-Forwarded-Proto": "https", **(headers or {})}
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        connection_.request(method, path, body=body, headers=headers)
+        response = connection_.getresponse()
+        content = response.read()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            for name, morsel in SimpleCookie(header).items():
+                self.cookies[name] = morsel.value
+        connection_.close()
+        return response, content
+
+    def csrf_token(self, path: str) -> str:
+        _, content = self.request("GET", path)
+        return re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', content).group(1).decode()
+
+    def post_form(self, path: str, fields: dict):
+        token = self.csrf_token(path)
+        body = urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
+        return self.request(
+            "POST", path, body,
+            {"Content-Type": "application/x-www-form-urlencoded", "Referer": f"https://127.0.0.1{path}"},
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn(transactional_db, tmp_path):
+    database = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "KEYS_ENCRYPTION_KEYS": settings.KEYS_ENCRYPTION_KEYS,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_HTTPS": "1",
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+        "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+    }
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
+    port = _free_port()
+    log = open(tmp_path / "gunicorn.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text())
+    yield port
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()
+
+
+def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunicorn):
+    merchant = helpers.create_merchant("Production Check")
+    owner = helpers.create_member(merchant, Role.OWNER, "prod-owner@example.test")
+    # The suite's fast hasher is not one production accepts.
+    owner.password = PBKDF2PasswordHasher().encode(helpers.PASSWORD, PBKDF2PasswordHasher().salt())
+    owner.save(update_fields=["password"])
+    backup_codes = [f"{n:010d}" for n in range(1111111111, 1111111111 + 5)]
+    helpers.give_backup_codes(owner, backup_codes)
+    client = ProxyClient(gunicorn)
+
+    response, _ = client.request("GET", "/api/v2/ping")
+    assert response.status == 200
+    response, _ = client.post_form("/signin/", {"email": owner.email, "password": helpers.PASSWORD})
+    assert response.status == 302
+    response, _ = client.post_form("/signin/code/", {"code": helpers.current_code(owner)})
+    assert response.status == 302
+    assert "__Host-sessionid" in client.cookies
+
+    keys_path = f"/m/{merchant.slug}/keys/"
+    response, content = client.request("GET", keys_path)
+    assert response.status == 200
+    assert "Strict-Transport-Security" in response.headers
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+    response, _ = client.post_form(keys_path + "generate/", {"name": "prod", "code": backup_codes[0]})
+    assert response.status == 302
+    key_id = re.search(rb"/keys/(\d+)/activate/", client.request("GET", keys_path)[1]).group(1).decode()
+    response, content = client.post_form(
+        f"{keys_path}{key_id}/activate/", {"allowlist": "127.0.0.1", "code": backup_codes[1]}
+    )
+    assert response.status == 200
+    secret = re.search(rb'id="secret-key"[^>]*value="([^"]+)"', content) or re.search(
+        rb'value="([^"]+)"[^>]*id="secret-key"', content
+    )
+    secret = secret.group(1).decode()
+    public_key = re.search(rb"sbx_[0-9a-f]{40}", content).group(0).decode()
+
+    body = b'{"ping":1}'
+    headers = {"Content-Type": "application/json", "X-Processing-Key": public_key,
+               "X-Processing-Signature": sign(secret, body)}
+    # Several calls, so both workers answer some of them.
+    for _ in range(6):
+        response, content = client.request("POST", "/api/v2/accounts/list", body, headers)
+        assert response.status == 200, content
+        assert json.loads(content)["data"]
+
+    response, _ = client.post_form(f"{keys_path}{key_id}/deactivate/", {"code": backup_codes[2]})
+    assert response.status == 302
+    for _ in range(4):
+        response, content = client.request("POST", "/api/v2/accounts/list", body, headers)
+        assert response.status == 403
+        assert json.loads(content) == {"error": "Bad key header", "code": "bad_header_key"}
