@@ -22,3 +22,8 @@ STORAGES = {
 # Static files come from the finders in tests; there is no collectstatic output to serve.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+
+# SQLite tests use a file, not memory, so tests with threads get real separate connections and locking.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # One file per test process, so runs side by side never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405

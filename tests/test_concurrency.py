@@ -1,0 +1,121 @@
+"""Races, with real threads on separate database connections (PostgreSQL, or an SQLite file)."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.db import connection
+
+from dashboard.audit import RequestContext
+from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Role
+from dashboard.two_factor import CodeRefused, RefusalReason, verify_fresh_code
+from keys import services
+from keys.allowlist import parse_allowlist
+from keys.models import ApiKey, KeyStatus
+
+from . import helpers
+
+CONTEXT = RequestContext("198.51.100.7", "pytest")
+THREADS = 10
+
+
+def run_at_once(functions):
+    """Start every function at the same moment, each in its own thread and connection; return outcomes."""
+    barrier = threading.Barrier(len(functions))
+
+    def call(function):
+        barrier.wait()
+        try:
+            return function()
+        except Exception as error:  # the outcome of each racer is what the test asserts
+            return error
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(functions)) as pool:
+        return list(pool.map(call, functions))
+
+
+@pytest.fixture
+def racing_merchant(transactional_db, clock):
+    merchant = helpers.create_merchant("Race Merchant")
+    owners = [helpers.create_member(merchant, Role.OWNER) for _ in range(THREADS)]
+    keys = [
+        ApiKey.objects.create(merchant=merchant, public_key=f"sbx_{n:040x}", created_by=owners[n])
+        for n in range(THREADS)
+    ]
+    return merchant, owners, keys
+
+
+def test_ten_owners_activating_ten_keys_at_once_leave_exactly_one_active(racing_merchant):
+    merchant, owners, keys = racing_merchant
+
+    def activate(owner, key):
+        return lambda: services.activate_key(
+            actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+            code=helpers.current_code(owner), context=CONTEXT,
+        )
+
+    outcomes = run_at_once([activate(owner, key) for owner, key in zip(owners, keys)])
+
+    winners = [o for o in outcomes if isinstance(o, services.ActivationResult)]
+    losers = [o for o in outcomes if isinstance(o, services.KeyActionRefused)]
+    assert len(winners) == 1, outcomes
+    assert len(losers) == THREADS - 1, outcomes
+    assert {loser.message for loser in losers} == {"Another API key is already active. Deactivate it first."}
+    assert ApiKey.objects.filter(merchant=merchant, status=KeyStatus.ACTIVE).count() == 1
+    assert ApiKey.objects.exclude(encrypted_secret="").count() == 1, "losers must not keep a secret"
+    activated = AuditEvent.objects.filter(action=AuditAction.KEY_ACTIVATED)
+    assert activated.filter(outcome=AuditOutcome.SUCCEEDED).count() == 1
+    assert activated.filter(outcome=AuditOutcome.REFUSED, details__reason="another_key_active").count() == THREADS - 1
+
+
+def test_the_same_code_submitted_twice_at_once_is_accepted_once(racing_merchant):
+    _, owners, _ = racing_merchant
+    owner = owners[0]
+    code = helpers.current_code(owner)
+
+    outcomes = run_at_once([lambda: verify_fresh_code(owner, code, context=CONTEXT, purpose="race")] * 2)
+
+    accepted = [o for o in outcomes if not isinstance(o, Exception)]
+    refused = [o for o in outcomes if isinstance(o, CodeRefused)]
+    assert len(accepted) == 1, outcomes
+    assert [r.reason for r in refused] == [RefusalReason.REUSED]
+
+
+def test_activation_and_deactivation_racing_leave_a_consistent_audited_state(racing_merchant, clock):
+    merchant, owners, keys = racing_merchant
+    key = keys[0]
+    services.activate_key(
+        actor=owners[0], merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+        code=helpers.current_code(owners[0]), context=CONTEXT,
+    )
+    clock.next_code_step()
+    services.deactivate_key(
+        actor=owners[0], merchant=merchant, key_id=key.pk, code=helpers.current_code(owners[0]), context=CONTEXT
+    )
+    clock.next_code_step()
+
+    outcomes = run_at_once([
+        lambda: services.activate_key(
+            actor=owners[1], merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+            code=helpers.current_code(owners[1]), context=CONTEXT,
+        ),
+        lambda: services.deactivate_key(
+            actor=owners[2], merchant=merchant, key_id=key.pk, code=helpers.current_code(owners[2]), context=CONTEXT
+        ),
+    ])
+
+    assert not any(isinstance(o, Exception) and not isinstance(o, services.KeyActionRefused) for o in outcomes), outcomes
+    key.refresh_from_db()
+    activated, deactivated = outcomes
+    if isinstance(deactivated, services.KeyActionRefused):
+        # The deactivation ran first, on a key that was not active.
+        assert key.status == KeyStatus.ACTIVE
+    else:
+        assert key.status == KeyStatus.DEACTIVATED
+    for action, outcome in ((AuditAction.KEY_ACTIVATED, activated), (AuditAction.KEY_DEACTIVATED, deactivated)):
+        expected = AuditOutcome.REFUSED if isinstance(outcome, Exception) else AuditOutcome.SUCCEEDED
+        assert AuditEvent.objects.filter(action=action, actor=owners[1 if action == AuditAction.KEY_ACTIVATED else 2],
+                                         outcome=expected).count() == 1
