@@ -102,8 +102,9 @@ def test_the_api_answers_json_503_when_the_database_is_unreachable(client, activ
     def unreachable(*args, **kwargs):
         raise OperationalError("could not connect to server")
 
-    monkeypatch.setattr("django.db.backends.utils.CursorWrapper.execute", unreachable)
-    response = signed_post(client, key, secret)
+    with monkeypatch.context() as patched:
+        patched.setattr("django.db.backends.utils.CursorWrapper.execute", unreachable)
+        response = signed_post(client, key, secret)
     assert response.status_code == 503
     assert response.json() == {"error": "Service temporarily unavailable", "code": "service_unavailable"}
 
