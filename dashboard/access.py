@@ -1,13 +1,18 @@
 """Who may open which dashboard page: one declarative rule per view."""
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
+from .audit import escape_for_log
 from .models import Membership, Role
+
+logger = logging.getLogger("dashboard.access")
 
 
 class RoleRequired(PermissionDenied):
@@ -53,10 +58,14 @@ class MerchantMemberRequiredMixin(VerifiedUserRequiredMixin):
             .first()
         )
         if membership is None:
+            logger.warning("access refused reason=not_member user=%s merchant=%s", user.pk,
+                           escape_for_log(kwargs["merchant_slug"]))
             raise Http404("No such merchant.")
         request.membership = self.membership = membership
         request.merchant = self.merchant = membership.merchant
         if membership.role not in self.allowed_roles:
+            logger.warning("access refused reason=role user=%s merchant=%s role=%s path=%s", user.pk,
+                           membership.merchant.slug, membership.role, escape_for_log(request.path))
             raise RoleRequired(membership, self.allowed_roles)
         if user.last_merchant_id != membership.merchant_id:
             user.last_merchant = membership.merchant

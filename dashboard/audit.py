@@ -27,8 +27,8 @@ class RequestContext:
         )
 
 
-def _escape(value: object) -> str:
-    # User-controlled text must not be able to forge extra log lines.
+def escape_for_log(value: object) -> str:
+    """User-controlled text in a log line, with CR/LF escaped so it cannot forge extra lines."""
     return str(value).replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
 
 
@@ -60,10 +60,10 @@ def record(
         "audit action=%s outcome=%s actor=%s merchant=%s target=%s ip=%s details=%s",
         action.value if hasattr(action, "value") else action,
         outcome.value if hasattr(outcome, "value") else outcome,
-        _escape(event.actor_email),
+        escape_for_log(event.actor_email),
         merchant.slug if merchant else "-",
-        _escape(event.target),
+        escape_for_log(event.target),
         context.ip_address,
-        _escape(event.details),
+        escape_for_log(event.details),
     )
     return event
