@@ -50,6 +50,19 @@ def generate_public_key() -> str:
     return PUBLIC_KEY_PREFIX + secrets.token_hex(20)
 
 
+class RevealedSecret(str):
+    """A plaintext secret on its way to the one page that shows it.
+
+    Templates render its value; every repr (Django's debug page, a logged local, a traceback) shows a
+    placeholder instead.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<secret key redacted>'"
+
+
 def generate_secret() -> str:
     """Return a new signing secret: 256 random bits as 43 characters of unpadded URL-safe base64."""
     return secrets.token_urlsafe(32)

@@ -26,7 +26,7 @@ class KeyNameField(forms.CharField):
     def clean(self, value):
         value = super().clean(value)
         # SECURITY: control and bidirectional-override characters can disguise a name in lists and emails.
-        if any(unicodedata.category(char) in {"Cc", "Cf"} for char in value):
+        if any(unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"} for char in value):
             raise ValidationError(
                 "Use letters, digits, spaces and punctuation only; control and formatting characters are not allowed.",
                 code="invalid_name",

@@ -60,7 +60,9 @@ _ACTION_EVENTS = {
 
 
 def _target(key: ApiKey | None, key_id: int | None = None) -> str:
-    return f"api_key:{key.public_key}" if key is not None else f"api_key:#{key_id}"
+    if key is not None:
+        return f"api_key:{key.public_key}"
+    return f"api_key:#{key_id}" if key_id is not None else ""
 
 
 def _refuse(action: AuditAction, refusal: KeyActionRefused, *, actor, merchant, context, key=None, key_id=None):
@@ -199,7 +201,7 @@ def activate_key(
             key.encrypted_secret = seal_secret(key.public_key, secret)
             key.secret_fingerprint = crypto.fingerprint(secret)
             key.first_activated_at = now
-            revealed.append(secret)
+            revealed.append(crypto.RevealedSecret(secret))
         key.status = KeyStatus.ACTIVE
         key.allowed_networks = list(allowlist.entries)
         key.activated_at, key.activated_by = now, actor

@@ -1,6 +1,7 @@
 """The "API keys" tab: Owners only. Views parse input, call one service, and show the outcome."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -25,6 +26,8 @@ from .forms import ActivateKeyForm, AddressCheckForm, AllowlistForm, GenerateKey
 from .models import ApiKey, KeyAction
 
 ARCHIVED_PAGE_SIZE = 50
+
+logger = logging.getLogger("keys.views")
 
 
 @dataclass(frozen=True)
@@ -188,9 +191,9 @@ class ActivateKeyView(KeyActionView):
 
     def succeeded(self, outcome):
         result, warnings = outcome
-        for warning in warnings:
-            messages.warning(self.request, warning)
         if result.secret is None:
+            for warning in warnings:
+                messages.warning(self.request, warning)
             messages.success(
                 self.request,
                 f"API key {result.key.public_key} is active again. Its secret key is not shown again; if you no "
@@ -205,10 +208,19 @@ class ActivateKeyView(KeyActionView):
                 "key": result.key,
                 "merchant": self.merchant,
                 "secret": result.secret,
-                "secret_qr_svg": qr_code_svg(result.secret),
+                "secret_qr_svg": self._qr_code(result.secret),
                 "warnings": warnings,
             },
         )
+
+    @staticmethod
+    def _qr_code(secret: str) -> str | None:
+        # The key is already active: failing here would lose its secret for good, so show it without the QR.
+        try:
+            return qr_code_svg(secret)
+        except Exception:
+            logger.exception("could not draw the secret key QR code")
+            return None
 
 
 class DeactivateKeyView(KeyActionView):
