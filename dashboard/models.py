@@ -157,6 +157,9 @@ class AuditEventQuerySet(models.QuerySet):
     def sign_ins_of(self, user) -> AuditEventQuerySet:
         return self.filter(actor=user, action__in=[AuditAction.SIGN_IN, AuditAction.SIGN_IN_FAILED])
 
+    def delete(self):
+        raise RuntimeError("Audit events are append-only.")
+
 
 class AuditEvent(models.Model):
     """One thing that happened. Rows are only ever added: saving an existing row or deleting one raises."""

@@ -20,8 +20,12 @@ def _parse(value: str) -> Address | None:
         address = ipaddress.ip_address(value.strip())
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            # A zone id names an interface of the peer's host, not part of its address.
+            return ipaddress.IPv6Address(value.strip().split("%", 1)[0])
     return address
 
 

@@ -34,8 +34,10 @@ BACKUP_CODE_DIGITS = 10
 
 _TOTP_CODE = re.compile(r"[0-9]{6}")
 _BACKUP_CODE = re.compile(r"[0-9]{%d}" % BACKUP_CODE_DIGITS)
-# Authenticator apps display "123 456" and backup codes are printed "12345-67890".
-_SEPARATORS = re.compile(r"[\s-]")
+# Authenticator apps display "123 456" and backup codes are printed "12345-67890": spaces anywhere,
+# hyphens only between digits (so "-123456" is not a code).
+_WHITESPACE = re.compile(r"\s")
+_HYPHENATED_DIGITS = re.compile(r"[0-9]+(?:-[0-9]+)*")
 MAX_CODE_INPUT_LENGTH = 32
 
 MALFORMED_CODE_MESSAGE = "Enter the 6-digit code from your authenticator app, or a 10-digit backup code."
@@ -59,7 +61,10 @@ def parse_code(raw: str) -> ParsedCode:
     """
     if raw is None or len(raw) > MAX_CODE_INPUT_LENGTH:
         raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
-    value = _SEPARATORS.sub("", raw)
+    value = _WHITESPACE.sub("", raw)
+    if not _HYPHENATED_DIGITS.fullmatch(value):
+        raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
+    value = value.replace("-", "")
     if _TOTP_CODE.fullmatch(value):
         return ParsedCode(CodeKind.TOTP, value)
     if _BACKUP_CODE.fullmatch(value):

@@ -1,6 +1,7 @@
 """Sign-in with two factors, enrolment, account security, and the merchant pages every role shares."""
 from __future__ import annotations
 
+import functools
 import time
 
 from django.contrib import messages
@@ -15,6 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 from django_otp import login as otp_login
+from django_otp.middleware import is_verified as otp_is_verified
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import rate_limit, two_factor
@@ -51,6 +53,8 @@ def _complete_sign_in(request, user, device) -> str:
     next_url = request.session.get(PENDING_SIGN_IN_KEY, {}).get("next")
     # login() rotates the session key, so a session planted before sign-in is worthless after it.
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    # login() installs a plain user; give it the is_verified() that OTPMiddleware adds on later requests.
+    request.user.is_verified = functools.partial(otp_is_verified, request.user)
     otp_login(request, device)
     request.session.pop(PENDING_SIGN_IN_KEY, None)
     record(AuditAction.SIGN_IN, actor=user, context=RequestContext.from_request(request))

@@ -21,7 +21,7 @@ STORAGES = {
 }
 # Static files come from the finders in tests; there is no collectstatic output to serve.
 STATIC_ROOT = None
-WHITENOISE_USE_FINDERS = True
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = True
 
 # SQLite tests use a file, not memory, so tests with threads get real separate connections and locking.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405

@@ -1,0 +1,378 @@
+"""The admin panel: behind the dashboard's two-factor sign-in, staff only; 2FA resets and membership changes audited."""
+import pytest
+from django.contrib.auth import SESSION_KEY
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
+
+from . import helpers
+
+STAFF_IP = "192.0.2.44"
+
+
+@pytest.fixture
+def staff(db):
+    return helpers.create_user("staff@platform.test", staff=True)
+
+
+@pytest.fixture
+def staff_client(staff):
+    client = Client(REMOTE_ADDR=STAFF_IP, HTTP_USER_AGENT="staff-browser")
+    helpers.sign_in_verified(client, staff)
+    return client
+
+
+ADMIN_PAGES = [
+    "admin:index",
+    "admin:dashboard_user_changelist",
+    "admin:dashboard_merchant_changelist",
+    "admin:otp_totp_totpdevice_changelist",
+    "admin:otp_static_staticdevice_changelist",
+    "admin:dashboard_auditevent_changelist",
+]
+
+
+# Who gets in
+
+
+def test_the_admin_sends_a_visitor_to_the_dashboard_sign_in(client, db):
+    for name in ADMIN_PAGES:
+        url = reverse(name)
+
+        response = client.get(url, follow=True)
+
+        assert response.request["PATH_INFO"] == reverse("dashboard:sign-in"), name
+        assert response.context["next"] == url
+
+
+def test_staff_sign_in_through_the_dashboard_lands_in_the_admin(client, staff, clock):
+    sign_in_page = client.get(reverse("admin:index"), follow=True)
+    next_url = sign_in_page.context["next"]
+
+    client.post(reverse("dashboard:sign-in"), {"email": staff.email, "password": helpers.PASSWORD, "next": next_url})
+    assert client.get(reverse("admin:index"), follow=True).request["PATH_INFO"] == reverse("dashboard:sign-in")
+    response = client.post(reverse("dashboard:sign-in-code"), {"code": helpers.current_code(staff)})
+
+    assert response["Location"] == reverse("admin:index")
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_the_admin_login_form_does_not_accept_a_password(client, staff):
+    response = client.post(
+        reverse("admin:login"), {"username": staff.email, "password": helpers.PASSWORD, "next": "/admin/"}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("dashboard:sign-in"))
+    assert SESSION_KEY not in client.session
+
+
+def test_staff_signed_in_with_a_password_only_is_sent_to_sign_in(client, staff):
+    client.force_login(staff)
+
+    response = client.get(reverse("admin:dashboard_user_changelist"), follow=True)
+
+    assert response.request["PATH_INFO"] == reverse("dashboard:sign-in")
+
+
+def test_a_verified_user_who_is_not_staff_is_refused(owner_client):
+    for name in ADMIN_PAGES:
+        response = owner_client.get(reverse(name), follow=True)
+
+        assert response.status_code == 403, name
+        assert "The admin panel is for platform staff." in response.content.decode()
+
+
+def test_an_inactive_staff_account_is_not_let_in(client, staff):
+    helpers.sign_in_verified(client, staff)
+    staff.is_active = False
+    staff.save()
+
+    response = client.get(reverse("admin:index"), follow=True)
+
+    assert response.request["PATH_INFO"] == reverse("dashboard:sign-in")
+
+
+@pytest.mark.parametrize("name", ADMIN_PAGES)
+def test_verified_staff_open_the_admin_lists(staff_client, owner, name):
+    response = staff_client.get(reverse(name))
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "query"),
+    [
+        ("admin:dashboard_user_changelist", {"q": "owner@acme"}),
+        ("admin:dashboard_user_changelist", {"is_staff__exact": "0"}),
+        ("admin:dashboard_merchant_changelist", {"q": "owner@acme.test"}),
+        ("admin:dashboard_merchant_changelist", {"o": "2"}),
+        ("admin:otp_totp_totpdevice_changelist", {"q": "owner", "confirmed__exact": "1"}),
+        ("admin:dashboard_auditevent_changelist", {"q": "198.51.100.1"}),
+        ("admin:dashboard_auditevent_changelist", {"action__exact": "sign_in", "outcome__exact": "succeeded"}),
+        ("admin:dashboard_auditevent_changelist", {"created_at__year": "2026"}),
+    ],
+)
+def test_staff_search_and_filter_the_lists(staff_client, owner, merchant, clock, name, query):
+    AuditEvent.objects.create(
+        action=AuditAction.SIGN_IN, actor=owner, actor_email=owner.email, ip_address="198.51.100.1"
+    )
+
+    response = staff_client.get(reverse(name), query)
+
+    assert response.status_code == 200
+    assert response.context["cl"].result_count >= 1
+
+
+def test_the_user_list_shows_who_has_2fa(staff_client, owner):
+    helpers.create_user("no-device@acme.test", with_device=False)
+
+    response = staff_client.get(reverse("admin:dashboard_user_changelist"))
+
+    results = {user.email: user.confirmed_devices for user in response.context["cl"].result_list}
+    assert results["owner@acme.test"] == 1
+    assert results["no-device@acme.test"] == 0
+
+
+# Authenticators: no key shown; deleting one is a 2FA reset, audited
+
+
+def test_the_authenticator_page_shows_no_key(staff_client, owner):
+    device = helpers.totp_device(owner)
+
+    response = staff_client.get(reverse("admin:otp_totp_totpdevice_change", args=[device.pk]))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "key" not in response.context["adminform"].form.fields
+    assert all("key" not in field for fieldset in response.context["adminform"] for line in fieldset
+               for field in line.fields)
+    assert device.key not in html
+    assert device.key.upper() not in html
+    assert device.config_url not in html
+
+
+def test_the_backup_codes_page_shows_a_count_not_the_codes(staff_client, owner):
+    backup = helpers.give_backup_codes(owner, ["1234567890", "2345678901"])
+
+    change = staff_client.get(reverse("admin:otp_static_staticdevice_change", args=[backup.pk]))
+    listing = staff_client.get(reverse("admin:otp_static_staticdevice_changelist"))
+
+    for response in (change, listing):
+        html = response.content.decode()
+        assert "1234567890" not in html and "2345678901" not in html
+    assert listing.context["cl"].result_list[0].remaining == 2
+
+
+def test_authenticators_cannot_be_added_or_edited_in_the_admin(staff_client, owner):
+    device = helpers.totp_device(owner)
+
+    add = staff_client.get(reverse("admin:otp_totp_totpdevice_add"))
+    edit = staff_client.post(
+        reverse("admin:otp_totp_totpdevice_change", args=[device.pk]),
+        {"user": owner.pk, "name": "Attacker's phone", "confirmed": "on", "key": "00" * 20},
+    )
+
+    assert add.status_code == 403
+    assert edit.status_code == 403
+    fresh = TOTPDevice.objects.get(pk=device.pk)
+    assert (fresh.name, fresh.key) == (device.name, device.key)
+
+
+def test_deleting_an_authenticator_resets_2fa_and_is_audited(staff_client, staff, owner):
+    device = helpers.totp_device(owner)
+
+    response = staff_client.post(reverse("admin:otp_totp_totpdevice_delete", args=[device.pk]), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not TOTPDevice.objects.filter(user=owner).exists()
+    event = AuditEvent.objects.get(action=AuditAction.DEVICE_RESET)
+    assert (event.actor, event.outcome, event.target) == (staff, AuditOutcome.SUCCEEDED, "user:owner@acme.test")
+    assert event.details == {"device": "Authenticator app", "kind": "totpdevice"}
+    assert (event.ip_address, event.user_agent) == (STAFF_IP, "staff-browser")
+    assert device.key not in str(event.details)
+
+
+def test_a_2fa_reset_ends_the_users_verified_sessions(staff_client, owner_client, owner, merchant):
+    assert owner_client.get(reverse("keys:list", args=[merchant.slug])).status_code == 200
+
+    device = helpers.totp_device(owner)
+    staff_client.post(reverse("admin:otp_totp_totpdevice_delete", args=[device.pk]), {"post": "yes"})
+
+    response = owner_client.get(reverse("keys:list", args=[merchant.slug]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("dashboard:sign-in"))
+
+
+def test_deleting_several_devices_at_once_audits_each(staff_client, owner, merchant):
+    viewer = helpers.create_member(merchant, Role.VIEW, "viewer@acme.test")
+    backup = helpers.give_backup_codes(owner, ["1234567890"])
+    devices = [helpers.totp_device(owner), helpers.totp_device(viewer)]
+
+    staff_client.post(
+        reverse("admin:otp_totp_totpdevice_changelist"),
+        {"action": "delete_selected", "_selected_action": [d.pk for d in devices], "post": "yes"},
+    )
+    staff_client.post(reverse("admin:otp_static_staticdevice_delete", args=[backup.pk]), {"post": "yes"})
+
+    assert not TOTPDevice.objects.filter(user__in=[owner, viewer]).exists()
+    assert not StaticDevice.objects.filter(user=owner).exists()
+    resets = AuditEvent.objects.filter(action=AuditAction.DEVICE_RESET)
+    assert sorted((e.target, e.details["kind"]) for e in resets) == [
+        ("user:owner@acme.test", "staticdevice"),
+        ("user:owner@acme.test", "totpdevice"),
+        ("user:viewer@acme.test", "totpdevice"),
+    ]
+
+
+# Memberships in the merchant admin: each change audited
+
+
+def merchant_form(merchant, rows):
+    """The merchant change form as the browser posts it; rows: (membership or None, user, role, delete)."""
+    created = timezone.localtime(merchant.created_at)
+    existing = [row for row in rows if row[0] is not None]
+    data = {
+        "name": merchant.name,
+        "slug": merchant.slug,
+        "support_email": merchant.support_email,
+        "created_at_0": created.strftime("%Y-%m-%d"),
+        "created_at_1": created.strftime("%H:%M:%S"),
+        "memberships-TOTAL_FORMS": str(len(rows)),
+        "memberships-INITIAL_FORMS": str(len(existing)),
+        "memberships-MIN_NUM_FORMS": "0",
+        "memberships-MAX_NUM_FORMS": "1000",
+        "_save": "Save",
+    }
+    for i, (membership, user, role, delete) in enumerate(rows):
+        prefix = f"memberships-{i}-"
+        data.update({
+            prefix + "id": str(membership.pk) if membership else "",
+            prefix + "merchant": str(merchant.pk),
+            prefix + "user": str(user.pk),
+            prefix + "role": role,
+        })
+        if delete:
+            data[prefix + "DELETE"] = "on"
+    return data
+
+
+def save_merchant(client, merchant, rows):
+    url = reverse("admin:dashboard_merchant_change", args=[merchant.pk])
+    response = client.post(url, merchant_form(merchant, rows))
+    assert response.status_code == 302, response.context["errors"] if response.context else response
+    return response
+
+
+def membership_events():
+    return list(
+        AuditEvent.objects.filter(action__startswith="membership_").order_by("id")
+        .values_list("action", "target", "details")
+    )
+
+
+def test_adding_a_member_in_the_admin_is_audited(staff_client, staff, owner, merchant):
+    newcomer = helpers.create_user("newcomer@acme.test")
+    owner_membership = Membership.objects.get(user=owner)
+
+    save_merchant(staff_client, merchant, [
+        (owner_membership, owner, Role.OWNER, False),
+        (None, newcomer, Role.LIMITS, False),
+    ])
+
+    assert Membership.objects.get(user=newcomer, merchant=merchant).role == Role.LIMITS
+    assert membership_events() == [(AuditAction.MEMBERSHIP_ADDED, "user:newcomer@acme.test", {"role": "limits"})]
+    event = AuditEvent.objects.get(action=AuditAction.MEMBERSHIP_ADDED)
+    assert (event.actor, event.merchant, event.ip_address) == (staff, merchant, STAFF_IP)
+
+
+def test_changing_a_role_in_the_admin_is_audited_and_takes_effect(staff_client, owner, merchant):
+    viewer = helpers.create_member(merchant, Role.VIEW, "viewer@acme.test")
+    viewer_client = Client()
+    helpers.sign_in_verified(viewer_client, viewer)
+    assert viewer_client.get(reverse("keys:list", args=[merchant.slug])).status_code == 403
+
+    save_merchant(staff_client, merchant, [
+        (Membership.objects.get(user=owner), owner, Role.OWNER, False),
+        (Membership.objects.get(user=viewer), viewer, Role.OWNER, False),
+    ])
+
+    assert membership_events() == [
+        (AuditAction.MEMBERSHIP_ROLE_CHANGED, "user:viewer@acme.test", {"from": "view", "to": "owner"})
+    ]
+    assert viewer_client.get(reverse("keys:list", args=[merchant.slug])).status_code == 200
+
+
+def test_removing_a_member_in_the_admin_is_audited(staff_client, owner, merchant):
+    viewer = helpers.create_member(merchant, Role.VIEW, "viewer@acme.test")
+
+    save_merchant(staff_client, merchant, [
+        (Membership.objects.get(user=owner), owner, Role.OWNER, False),
+        (Membership.objects.get(user=viewer), viewer, Role.VIEW, True),
+    ])
+
+    assert not Membership.objects.filter(user=viewer).exists()
+    assert membership_events() == [(AuditAction.MEMBERSHIP_REMOVED, "user:viewer@acme.test", {"role": "view"})]
+
+
+def test_adding_a_second_membership_for_the_same_user_is_refused(staff_client, owner, merchant):
+    owner_membership = Membership.objects.get(user=owner)
+
+    response = staff_client.post(
+        reverse("admin:dashboard_merchant_change", args=[merchant.pk]),
+        merchant_form(merchant, [(owner_membership, owner, Role.OWNER, False), (None, owner, Role.VIEW, False)]),
+    )
+
+    assert response.status_code == 200
+    assert response.context["errors"]
+    assert list(Membership.objects.filter(user=owner).values_list("role", flat=True)) == [Role.OWNER]
+    assert membership_events() == []
+
+
+def test_saving_the_merchant_without_membership_changes_audits_nothing(staff_client, owner, merchant):
+    save_merchant(staff_client, merchant, [(Membership.objects.get(user=owner), owner, Role.OWNER, False)])
+
+    assert membership_events() == []
+
+
+def test_membership_events_appear_on_the_merchants_activity_tab(staff_client, owner, owner_client, merchant):
+    viewer = helpers.create_member(merchant, Role.VIEW, "viewer@acme.test")
+    save_merchant(staff_client, merchant, [
+        (Membership.objects.get(user=owner), owner, Role.OWNER, False),
+        (Membership.objects.get(user=viewer), viewer, Role.EXCHANGE, False),
+    ])
+
+    response = owner_client.get(reverse("dashboard:activity", args=[merchant.slug]))
+
+    assert [e.action for e in response.context["events"]] == [AuditAction.MEMBERSHIP_ROLE_CHANGED]
+    assert "user:viewer@acme.test" in response.content.decode()
+
+
+# The audit trail in the admin: read-only
+
+
+def test_audit_events_cannot_be_added_changed_or_deleted_in_the_admin(staff_client, owner, clock):
+    event = AuditEvent.objects.create(action=AuditAction.SIGN_IN, actor=owner, actor_email=owner.email)
+
+    view = staff_client.get(reverse("admin:dashboard_auditevent_change", args=[event.pk]))
+    add = staff_client.get(reverse("admin:dashboard_auditevent_add"))
+    change = staff_client.post(
+        reverse("admin:dashboard_auditevent_change", args=[event.pk]),
+        {"action": AuditAction.SIGN_OUT, "actor_email": "someone-else@acme.test"},
+    )
+    delete = staff_client.post(reverse("admin:dashboard_auditevent_delete", args=[event.pk]), {"post": "yes"})
+    bulk = staff_client.post(
+        reverse("admin:dashboard_auditevent_changelist"),
+        {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"},
+    )
+
+    assert view.status_code == 200
+    assert add.status_code == change.status_code == delete.status_code == 403
+    assert bulk.status_code in (200, 302)
+    fresh = AuditEvent.objects.get(pk=event.pk)
+    assert (fresh.action, fresh.actor_email) == (AuditAction.SIGN_IN, owner.email)
+    assert AuditEvent.objects.filter(action=AuditAction.SIGN_IN).count() == 1
