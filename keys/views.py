@@ -26,6 +26,8 @@ from .forms import ActivateKeyForm, AddressCheckForm, AllowlistForm, GenerateKey
 from .models import ApiKey, KeyAction
 
 ARCHIVED_PAGE_SIZE = 50
+# Above the default limit of keys that are not archived, so the list is normally one page.
+KEYS_PAGE_SIZE = 50
 
 logger = logging.getLogger("keys.views")
 
@@ -59,14 +61,16 @@ class KeyListView(OwnerRequiredMixin, TemplateView):
     template_name = "keys/list.html"
 
     def get_context_data(self, **kwargs):
-        keys = list(
+        keys = (
             ApiKey.objects.for_merchant(self.merchant).not_archived()
             .select_related("created_by", "activated_by")
             .order_by("-created_at", "-id")
         )
-        rows = [(key, row_actions(key, self.merchant.slug)) for key in keys]
+        page = Paginator(keys, KEYS_PAGE_SIZE).get_page(self.request.GET.get("page"))
+        rows = [(key, row_actions(key, self.merchant.slug)) for key in page.object_list]
         return super().get_context_data(
             rows=rows,
+            page=page,
             archived_count=ApiKey.objects.for_merchant(self.merchant).archived().count(),
             client_address=RequestContext.from_request(self.request).ip_address,
             **kwargs,
