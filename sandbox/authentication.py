@@ -62,7 +62,8 @@ def parse_json(body: bytes, content_type: str) -> object:
     if media_type != "application/json":
         raise BadContent()
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        # JSON on the wire is UTF-8 (RFC 8259); json.loads would also guess UTF-16 and UTF-32 from bytes.
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         # ValueError covers invalid JSON and bytes that are not UTF-8; RecursionError, absurd nesting.
         raise BadContent() from None

@@ -59,6 +59,15 @@ class NotFound(SandboxError):
 class MethodNotAllowed(SandboxError):
     status, code, error = 405, "method_not_allowed", "Method not allowed"
 
+    def __init__(self, allowed: str):
+        super().__init__(self.error)
+        self.allowed = allowed
+
+    def response(self) -> JsonResponse:
+        response = super().response()
+        response["Allow"] = self.allowed
+        return response
+
 
 class Unavailable(SandboxError):
     status, code, error = 503, "service_unavailable", "Service temporarily unavailable"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.utils import timezone
 
 from keys.models import ApiKey
@@ -11,7 +12,7 @@ from .models import REQUEST_LOG_SIZE, ApiRequest
 
 # A key's "last used" is written at most this often, so a busy key does not cost a write per request.
 LAST_USED_INTERVAL = timedelta(minutes=1)
-# Trimming the log every request would double its cost; every hundredth insert keeps it near the limit.
+# Trimming the log every request would double its cost; every hundredth insert of a merchant keeps it near the limit.
 PRUNE_EVERY = 100
 
 
@@ -20,8 +21,19 @@ def record_request(*, key: ApiKey, client_ip: str | None, method: str, path: str
         merchant_id=key.merchant_id, api_key=key, ip_address=client_ip, method=method[:10], path=path[:200],
         status=status, error_code=error_code,
     )
-    if entry.pk % PRUNE_EVERY == 0:
+    if _count_insert(key.merchant_id) % PRUNE_EVERY == 0:
         prune(key.merchant_id)
+
+
+def _count_insert(merchant_id: int) -> int:
+    """Inserts of this merchant so far (per cache lifetime), shared by all workers through the cache."""
+    counter = f"request-log-inserts:{merchant_id}"
+    cache.add(counter, 0, timeout=None)
+    try:
+        return cache.incr(counter)
+    except ValueError:
+        cache.add(counter, 1, timeout=None)
+        return 1
 
 
 def prune(merchant_id: int) -> int:

@@ -36,7 +36,7 @@ def signed_endpoint(view):
         address = client_ip(request)
         try:
             if request.method != "POST":
-                raise MethodNotAllowed()
+                raise MethodNotAllowed("POST")
             body = read_body(request)
             key = find_key(request)
             signed = authenticate(request, key, body, address)
@@ -66,7 +66,7 @@ def signed_endpoint(view):
 @csrf_exempt
 def ping(request):
     if request.method not in ("GET", "HEAD"):
-        return MethodNotAllowed().response()
+        return MethodNotAllowed("GET, HEAD").response()
     return HttpResponse("OK", content_type="text/plain")
 
 

@@ -1,0 +1,155 @@
+"""Whatever a client sends, the sandbox API answers with one of its own statuses and a JSON error, never a 500.
+
+Generated bodies, header values (non-ASCII, very long, repeated), content types, methods, paths and forwarded
+chains. The test client re-raises any exception a view lets escape, so a crash fails the test loudly.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keys import crypto
+from sandbox.models import ApiRequest
+
+from .test_sandbox_api import ALLOWED_IP, UNKNOWN_KEY, api, assert_error, fenced_pair, key_pair  # noqa: F401
+
+ALLOWED_STATUSES = {200, 400, 403, 404, 405, 413}
+HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# What can arrive in a header: WSGI gives header values as latin-1 decoded text, but a test may hand over anything.
+header_text = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet=st.characters(min_codepoint=0x80, max_codepoint=0xFF), max_size=200),
+    st.text(alphabet="0123456789abcdefABCDEF", min_size=120, max_size=136),
+    st.builds(lambda n: "a" * n, st.integers(min_value=1_000, max_value=20_000)),
+)
+content_types = st.one_of(
+    st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", "", "application/json;"]),
+    st.text(max_size=60),
+)
+
+
+def assert_sandbox_answer(response) -> dict:
+    assert response.status_code in ALLOWED_STATUSES, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    answer = json.loads(response.content)
+    if response.status_code == 200:
+        assert isinstance(answer["data"], list)
+    else:
+        assert set(answer) >= {"error", "code"} and isinstance(answer["code"], str) and answer["code"]
+    return answer
+
+
+@HYPOTHESIS
+@given(body=st.binary(max_size=4096), content_type=content_types, signed=st.booleans())
+def test_random_bodies(client, clock, key_pair, body, content_type, signed):
+    response = api(
+        client, pair=key_pair, body=body, content_type=content_type,
+        signature=crypto.sign(key_pair.secret, body) if signed else "0" * 128,
+    )
+
+    answer = assert_sandbox_answer(response)
+    if not signed:
+        assert answer["code"] == "bad_header_signature"
+
+
+@HYPOTHESIS
+@given(key=header_text, signature=header_text)
+def test_random_key_and_signature_headers(client, clock, key_pair, key, signature):
+    response = api(client, key=key, signature=signature)
+
+    answer = assert_sandbox_answer(response)
+    assert answer["code"] in {"required_header_key", "bad_header_key"}
+
+
+@HYPOTHESIS
+@given(signature=header_text)
+def test_random_signatures_for_a_real_key(client, clock, key_pair, signature):
+    response = api(client, pair=key_pair, signature=signature)
+
+    answer = assert_sandbox_answer(response)
+    assert answer["code"] in {"required_header_signature", "bad_header_signature"}
+    assert key_pair.fresh().last_used_at is None
+
+
+@pytest.mark.parametrize(
+    "key, signature, code",
+    [
+        # A WSGI server joins a repeated header's values with commas.
+        ("{key},{key}", "{signature}", "bad_header_key"),
+        ("{key}, {key}", "{signature}", "bad_header_key"),
+        ("{key},{other}", "{signature}", "bad_header_key"),
+        ("{key}", "{signature},{signature}", "bad_header_signature"),
+        ("{key}", "{signature}, {signature}", "bad_header_signature"),
+        ("{key}", "{signature},", "bad_header_signature"),
+        ("{key} ", "{signature}", "bad_header_key"),
+        ("{key}\n", "{signature}", "bad_header_key"),
+        ("{key}", "{signature}\x00", "bad_header_signature"),
+    ],
+)
+def test_repeated_or_padded_headers_are_refused(client, clock, key_pair, key, signature, code):
+    values = {"key": key_pair.public_key, "other": UNKNOWN_KEY, "signature": crypto.sign(key_pair.secret, b"{}")}
+
+    response = api(client, key=key.format(**values), signature=signature.format(**values))
+
+    assert_error(response, code)
+    assert key_pair.fresh().last_used_at is None
+
+
+@HYPOTHESIS
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "PROPFIND"]),
+    path=st.one_of(
+        st.sampled_from(["accounts/list", "currencies/list", "ping", "", "accounts/list/"]),
+        st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="?#"), max_size=80),
+    ),
+)
+def test_random_methods_and_paths(client, clock, key_pair, method, path):
+    response = api(client, path, pair=key_pair, method=method)
+
+    if path == "ping" and method in ("GET", "HEAD"):
+        assert response.status_code == 200
+    elif method == "HEAD":
+        assert response.status_code in ALLOWED_STATUSES and response.content == b""
+    else:
+        assert_sandbox_answer(response)
+
+
+@HYPOTHESIS
+@given(
+    remote=st.one_of(
+        st.ip_addresses().map(str), st.sampled_from(["127.0.0.1", "", "unix:", "::ffff:127.0.0.1", "fe80::1%eth0"])
+    ),
+    forwarded=st.one_of(
+        st.lists(
+            st.one_of(st.ip_addresses().map(str), st.just(ALLOWED_IP), st.just("fe80::1%eth0"), st.text(max_size=30)),
+            max_size=6,
+        ).map(", ".join),
+        st.text(max_size=200),
+    ),
+)
+def test_random_client_addresses_and_forwarded_chains(client, clock, fenced_pair, remote, forwarded):
+    with override_settings(TRUSTED_PROXIES=["127.0.0.1", "10.0.0.0/8", "fd00::/8"]):
+        response = api(client, pair=fenced_pair, REMOTE_ADDR=remote, HTTP_X_FORWARDED_FOR=forwarded)
+
+    answer = assert_sandbox_answer(response)
+    if response.status_code == 403:
+        assert answer["code"] == "ip_not_allowed"
+        assert answer["ip"] != ALLOWED_IP
+    logged = ApiRequest.objects.order_by("-id").first()
+    assert logged.status == response.status_code
+    seen = answer.get("ip") if response.status_code == 403 else ALLOWED_IP
+    # The log column keeps the address without an IPv6 zone id.
+    assert logged.ip_address == (seen.split("%")[0] if seen else None)
+
+
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", " ", str(2**70), "1048577"])
+def test_garbled_or_lying_content_length(client, clock, key_pair, length):
+    response = api(client, pair=key_pair, CONTENT_LENGTH=length)
+
+    # Either refused outright, or the body read is not the body signed.
+    assert assert_sandbox_answer(response)["code"] in {"bad_content_format", "body_too_large", "bad_header_signature"}
