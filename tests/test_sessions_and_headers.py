@@ -1,0 +1,128 @@
+"""Sessions end when they should; every dashboard page carries the security headers; production cookies."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core import mail
+from django.test import Client, override_settings
+from django.urls import reverse
+
+from keys.models import ApiKey
+
+from . import helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def keys_page(client, merchant):
+    return client.get(reverse("keys:list", args=[merchant.slug]))
+
+
+def test_a_session_idle_for_more_than_30_minutes_ends(owner_client, merchant, clock):
+    assert keys_page(owner_client, merchant).status_code == 200
+    clock.advance(29 * 60)
+    assert keys_page(owner_client, merchant).status_code == 200
+    clock.advance(29 * 60)
+    assert keys_page(owner_client, merchant).status_code == 200, "activity keeps it alive"
+    clock.advance(31 * 60)
+    response = keys_page(owner_client, merchant)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("dashboard:sign-in"))
+    assert "_auth_user_id" not in owner_client.session
+
+
+def test_a_session_ends_after_12_hours_however_active(owner_client, merchant, clock):
+    keys_page(owner_client, merchant)
+    for _ in range(12 * 60 // 20):
+        clock.advance(20 * 60)
+        keys_page(owner_client, merchant)
+    clock.advance(20 * 60)
+    assert keys_page(owner_client, merchant).status_code == 302
+
+
+def test_sign_out_deletes_the_session_on_the_server(owner_client, merchant):
+    from django.contrib.sessions.models import Session
+
+    session_key = owner_client.session.session_key
+    owner_client.post(reverse("dashboard:sign-out"))
+    assert not Session.objects.filter(session_key=session_key).exists()
+
+
+def test_dashboard_pages_carry_the_security_headers(owner_client, merchant):
+    response = keys_page(owner_client, merchant)
+    csp = response["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert "no-store" in response["Cache-Control"]
+
+
+@override_settings(SECURE_HSTS_SECONDS=31536000, TRUSTED_PROXIES=["10.0.0.2"])
+def test_hsts_is_sent_over_https_only_when_a_trusted_proxy_says_so(owner_client, merchant):
+    url = reverse("keys:list", args=[merchant.slug])
+    trusted = owner_client.get(url, REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_PROTO="https")
+    assert "max-age=31536000" in trusted["Strict-Transport-Security"]
+    forged = owner_client.get(url, REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_PROTO="https")
+    assert "Strict-Transport-Security" not in forged
+
+
+def production_settings(**extra) -> dict:
+    env = {**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "x" * 50, "DJANGO_ALLOWED_HOSTS": "example.com",
+           "KEYS_ENCRYPTION_KEYS": "A" * 43, **extra}
+    env.pop("DJANGO_HTTPS", None)
+    code = ("import json, django; from django.conf import settings; django.setup(); print(json.dumps({k: getattr("
+            "settings, k) for k in ['SESSION_COOKIE_NAME', 'CSRF_COOKIE_NAME', 'SESSION_COOKIE_SECURE', "
+            "'CSRF_COOKIE_SECURE', 'SESSION_COOKIE_HTTPONLY', 'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS']}))")
+    env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return json.loads(output.stdout)
+
+
+def test_production_cookies_are_secure_host_only_and_http_only():
+    values = production_settings()
+    assert values["SESSION_COOKIE_NAME"] == "__Host-sessionid"
+    assert values["CSRF_COOKIE_NAME"] == "__Host-csrftoken"
+    assert values["SESSION_COOKIE_SECURE"] and values["CSRF_COOKIE_SECURE"] and values["SESSION_COOKIE_HTTPONLY"]
+    assert values["SECURE_SSL_REDIRECT"]
+    assert values["SECURE_HSTS_SECONDS"] >= 31536000
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {**os.environ, "DJANGO_DEBUG": "0", "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    env.pop("DJANGO_SECRET_KEY", None)
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+@override_settings(DEBUG=False, ADMINS=[("Ops", "ops@example.test")])
+def test_a_forced_error_leaves_no_code_or_body_in_the_log_or_the_error_email(owner, merchant, clock, caplog,
+                                                                            monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "b" * 40)
+    monkeypatch.setattr("keys.services.seal_secret", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    browser = Client(raise_request_exception=False)
+    helpers.sign_in_verified(browser, owner)
+    code = helpers.current_code(owner)
+    allowlist = "203.0.113.77"
+
+    response = browser.post(reverse("keys:activate", args=[merchant.slug, key.pk]), {"allowlist": allowlist, "code": code})
+
+    assert response.status_code == 500
+    assert mail.outbox, "the error email to ADMINS was sent"
+    logged = "\n".join(caplog.handler.format(record) for record in caplog.records)
+    for text in [logged] + [message.body for message in mail.outbox]:
+        assert not re.search(rf"(?<![0-9]){code}(?![0-9])", text)
+    assert "boom" in logged, "the error itself is logged"
