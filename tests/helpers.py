@@ -9,6 +9,7 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from dashboard.models import Membership, Merchant, Role, User
+from dashboard.two_factor import backup_code_digest
 
 PASSWORD = "correct horse battery staple"
 _numbers = itertools.count(1)
@@ -47,7 +48,7 @@ def current_code(user: User, *, steps_ahead: int = 0) -> str:
 
 def give_backup_codes(user: User, codes: list[str]) -> StaticDevice:
     device = StaticDevice.objects.create(user=user, name="Backup codes", confirmed=True)
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    StaticToken.objects.bulk_create(StaticToken(device=device, token=backup_code_digest(code)) for code in codes)
     return device
 
 
