@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import itertools
+from importlib import import_module
+
+from django.apps import apps
 
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
@@ -58,3 +61,8 @@ def sign_in_verified(client, user: User) -> None:
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = totp_device(user).persistent_id
     session.save()
+
+
+def seed_currencies() -> None:
+    """The currencies migration 0002 adds; a transactional test's flush removes them, so such tests add them back."""
+    import_module("sandbox.migrations.0002_currencies").add_currencies(apps, None)

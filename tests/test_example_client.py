@@ -13,11 +13,9 @@ import subprocess
 import sys
 import textwrap
 from decimal import Decimal
-from importlib import import_module
 from pathlib import Path
 
 import pytest
-from django.apps import apps as django_apps
 
 from dashboard.audit import RequestContext
 from dashboard.models import Role
@@ -47,8 +45,7 @@ live = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def live_pair():
     """A merchant with a balance, and its key activated through the services: (key, secret)."""
-    # An earlier transactional test's flush removes the currencies migration 0002 seeds: seed them again.
-    import_module("sandbox.migrations.0002_currencies").add_currencies(django_apps, None)
+    helpers.seed_currencies()
     merchant = helpers.create_merchant("Live Payments")
     owner = helpers.create_member(merchant, Role.OWNER)
     helpers.give_backup_codes(owner, [BACKUP_CODE])

@@ -117,6 +117,7 @@ def gunicorn(transactional_db, tmp_path):
 
 
 def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunicorn):
+    helpers.seed_currencies()
     merchant = helpers.create_merchant("Production Check")
     owner = helpers.create_member(merchant, Role.OWNER, "prod-owner@example.test")
     # The suite's fast hasher is not one production accepts.

@@ -1,0 +1,65 @@
+"""Journey 5: a wrong code, a reused code and invalid IP addresses are each explained next to their field,
+and the key stays as it was."""
+from dashboard.models import Role
+from tests import helpers
+
+from .support import PHONE, TABLET, Journey, expect, generate_key, open_activation, sign_in, status_of
+
+
+def field_errors(page, label: str):
+    """The error list inside the field group of the input labelled ``label``."""
+    field = page.locator(".field").filter(has=page.get_by_label(label, exact=False))
+    return field.locator(".errorlist")
+
+
+def wrong_code_for(user, clock) -> str:
+    valid = {helpers.current_code(user, steps_ahead=step) for step in (-1, 0, 1)}
+    return next(code for code in ("000000", "111111", "222222", "333333") if code not in valid)
+
+
+def test_refused_codes_and_addresses_are_explained_and_change_nothing(page, clock):
+    merchant = helpers.create_merchant("Acme Payments")
+    owner = helpers.create_member(merchant, Role.OWNER, "owner@acme.test")
+    journey = Journey("refusals", page)
+    sign_in(page, clock, owner)
+    public_key = generate_key(page, clock, owner)
+    used_code = clock.code(owner)
+
+    open_activation(page, public_key)
+    ip_field = page.get_by_label("IP addresses")
+    code_field = page.get_by_label("2FA code")
+
+    # The code just used to generate the key.
+    ip_field.fill("203.0.113.7")
+    code_field.fill(used_code)
+    page.get_by_role("button", name="Activate", exact=True).click()
+    expect(field_errors(page, "2FA code")).to_have_text("That code has already been used. Wait for your app to show a new code.")
+    expect(page.get_by_label("2FA code")).to_have_attribute("aria-invalid", "true")
+    journey.check("reused-code", widths=(PHONE, TABLET))
+
+    # A code the app never showed.
+    clock.next_code(owner)
+    page.get_by_label("2FA code").fill(wrong_code_for(owner, clock))
+    page.get_by_role("button", name="Activate", exact=True).click()
+    expect(field_errors(page, "2FA code")).to_have_text(
+        "That code is not right. Check your authenticator app and try again."
+    )
+    expect(field_errors(page, "IP addresses")).to_have_count(0)
+    journey.check("wrong-code")
+
+    # Addresses that are not addresses, with a good code: the code is not even spent.
+    page.get_by_label("IP addresses").fill("300.1.2.3, 10.0.0.1/24")
+    page.get_by_label("2FA code").fill(clock.next_code(owner))
+    page.get_by_role("button", name="Activate", exact=True).click()
+    errors = field_errors(page, "IP addresses")
+    expect(errors).to_contain_text("'300.1.2.3' is not an IPv4 or IPv6 address or network")
+    expect(errors).to_contain_text("'10.0.0.1/24' has host bits set; did you mean 10.0.0.0/24?")
+    expect(page.get_by_label("IP addresses")).to_have_value("300.1.2.3, 10.0.0.1/24")
+    expect(field_errors(page, "2FA code")).to_have_count(0)
+    journey.check("invalid-addresses", widths=(PHONE,))
+
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
+    assert status_of(page, public_key) == "Generated"
+    assert page.locator(".keys-table tbody tr").count() == 1
+    journey.check("unchanged")

@@ -1,0 +1,71 @@
+"""Journey 2: the Owner generates a key, activates it for two addresses and sees its secret exactly once."""
+from dashboard.models import Role
+from tests import helpers
+
+from .support import (
+    DESKTOP, PHONE, TABLET, Journey, PlaywrightError, activate_key, expect, generate_key, key_row, settled_content,
+    sign_in, status_of,
+)
+
+
+def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
+    merchant = helpers.create_merchant("Acme Payments")
+    owner = helpers.create_member(merchant, Role.OWNER, "owner@acme.test")
+    journey = Journey("secret-shown-once", page)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+
+    sign_in(page, clock, owner, journey)
+    expect(page.get_by_text("No API keys yet. Generate one to start calling the sandbox API.")).to_be_visible()
+    journey.check("empty-key-list", widths=(PHONE, TABLET))
+
+    public_key = generate_key(page, clock, owner, name="Checkout server", journey=journey)
+    journey.check("key-generated", widths=(PHONE,))
+
+    secret = activate_key(page, clock, owner, public_key, ips="127.0.0.1, 203.0.113.7", journey=journey)
+    assert len(secret) >= 40
+    # The warning comes first, before the secret itself.
+    warning = page.get_by_text("Make sure no one can see or record your screen")
+    expect(warning).to_be_visible()
+    assert warning.bounding_box()["y"] < page.get_by_label("Secret key", exact=True).bounding_box()["y"]
+    expect(page.get_by_text(public_key)).to_be_visible()
+    qr_toggle = page.get_by_text("Secret key QR code")
+    qr = page.locator("details.qr-toggle svg")
+    expect(qr).to_be_hidden()
+    journey.check("secret", widths=(PHONE, TABLET))
+
+    page.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+
+    qr_toggle.click()
+    expect(qr).to_be_visible()
+    assert qr.bounding_box()["width"] >= 150
+    journey.check("secret-qr", widths=(PHONE,))
+    qr_toggle.click()
+    expect(qr).to_be_hidden()
+
+    page.get_by_role("link", name="Done").click()
+    expect(page.get_by_role("heading", name="API keys", exact=True)).to_be_visible()
+    assert status_of(page, public_key) == "Active"
+    expect(key_row(page, public_key)).to_contain_text("127.0.0.1, 203.0.113.7")
+    journey.check("key-active", widths=(PHONE, TABLET))
+    assert secret not in settled_content(page)
+
+    # Back to the response that showed it: no-store, so the browser has nothing to show and will not
+    # resend the form by itself.
+    try:
+        page.go_back()
+    except PlaywrightError as error:
+        assert "ERR_CACHE_MISS" in str(error)
+    assert secret not in settled_content(page)
+    # Reloading resends the activation form: the code is spent and the key active, so still no secret.
+    page.reload()
+    expect(page.get_by_role("alert")).to_contain_text("You cannot activate an API key that is active.")
+    assert secret not in settled_content(page)
+    journey.check("after-reload")
+    for url in (f"/m/{merchant.slug}/keys/", f"/m/{merchant.slug}/activity/",
+                f"/m/{merchant.slug}/api-requests/", f"/m/{merchant.slug}/signature-check/"):
+        page.goto(url)
+        assert secret not in settled_content(page), url
+    journey.check("activity")
+    assert page.viewport_size["width"] == DESKTOP
