@@ -124,6 +124,20 @@ def _was_already_used(device: TOTPDevice, token: str) -> bool:
     return False
 
 
+def _try_code(device: Device | None, code: ParsedCode) -> CodeRefused | None:
+    """Offer ``code`` to the locked ``device`` (which saves its throttle and ``last_t``); None if accepted."""
+    if device is None:
+        return CodeRefused(RefusalReason.NO_DEVICE)
+    allowed, why = device.verify_is_allowed()
+    if not allowed:
+        return CodeRefused(RefusalReason.THROTTLED, retry_at=(why or {}).get("locked_until"))
+    token = code.value if code.kind is CodeKind.TOTP else backup_code_digest(code.value)
+    if device.verify_token(token):
+        return None
+    reused = code.kind is CodeKind.TOTP and _was_already_used(device, code.value)
+    return CodeRefused(RefusalReason.REUSED if reused else RefusalReason.WRONG)
+
+
 def _locked_device(user, kind: CodeKind) -> Device | None:
     model = TOTPDevice if kind is CodeKind.TOTP else StaticDevice
     return model.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk").first()
@@ -162,21 +176,10 @@ def verify_fresh_code(
         )
         raise refusal from None
 
-    refusal: CodeRefused | None = None
     with transaction.atomic():
         # SECURITY: the row lock makes two submissions of one code queue, so only the first can win.
         device = _locked_device(user, code.kind)
-        if device is None:
-            refusal = CodeRefused(RefusalReason.NO_DEVICE)
-        else:
-            allowed, why = device.verify_is_allowed()
-            if not allowed:
-                refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=(why or {}).get("locked_until"))
-            elif not device.verify_token(
-                code.value if code.kind is CodeKind.TOTP else backup_code_digest(code.value)
-            ):
-                reused = code.kind is CodeKind.TOTP and _was_already_used(device, code.value)
-                refusal = CodeRefused(RefusalReason.REUSED if reused else RefusalReason.WRONG)
+        refusal = _try_code(device, code)
         details = {"purpose": purpose, "kind": code.kind.value}
         if refusal is None:
             record(AuditAction.OTP_VERIFIED, actor=user, merchant=merchant, context=context, details=details)
@@ -208,17 +211,9 @@ def confirm_authenticator(user, raw_code: str, *, context: RequestContext) -> tu
     code = parse_code(raw_code)
     if code.kind is not CodeKind.TOTP:
         raise CodeRefused(RefusalReason.MALFORMED)
-    refusal: CodeRefused | None = None
     with transaction.atomic():
         device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("pk").first()
-        if device is None:
-            refusal = CodeRefused(RefusalReason.NO_DEVICE)
-        else:
-            allowed, why = device.verify_is_allowed()
-            if not allowed:
-                refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=(why or {}).get("locked_until"))
-            elif not device.verify_token(code.value):
-                refusal = CodeRefused(RefusalReason.WRONG)
+        refusal = _try_code(device, code)
         if refusal is not None:
             record(
                 AuditAction.OTP_FAILED, actor=user, outcome=AuditOutcome.REFUSED, context=context,
