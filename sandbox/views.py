@@ -6,6 +6,8 @@ from decimal import Decimal
 from functools import wraps
 
 from django.db import DatabaseError
+from django.db.models import OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -72,12 +74,15 @@ def ping(request):
 
 @signed_endpoint
 def accounts_list(request, signed):
-    balances = {
-        balance.currency_id: balance.amount for balance in Balance.objects.filter(merchant_id=signed.key.merchant_id)
-    }
+    # Every currency, with this merchant's balance or zero, in one query.
+    balance = Balance.objects.filter(merchant_id=signed.key.merchant_id, currency=OuterRef("pk")).values("amount")[:1]
+    amount_field = Balance._meta.get_field("amount")
+    currencies = Currency.objects.annotate(
+        balance=Coalesce(Subquery(balance, output_field=amount_field), Value(Decimal(0)), output_field=amount_field)
+    )
     data = [
-        {"currency": currency.code, "type": currency.type, "balance": decimal_text(balances.get(currency.id, Decimal(0)))}
-        for currency in Currency.objects.all()
+        {"currency": currency.code, "type": currency.type, "balance": decimal_text(currency.balance)}
+        for currency in currencies
     ]
     return JsonResponse({"data": data})
 
