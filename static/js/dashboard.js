@@ -58,6 +58,17 @@
     });
   }
 
+  // Read-only values (the secret key) are selected whole on focus, ready to copy by hand.
+  document.querySelectorAll("input[readonly]").forEach(function (input) {
+    var justFocused = false;
+    input.addEventListener("focus", function () { input.select(); justFocused = true; });
+    // The click that gave the focus would otherwise drop the selection; later clicks select as usual.
+    input.addEventListener("mouseup", function (event) {
+      if (justFocused) { event.preventDefault(); }
+      justFocused = false;
+    });
+  });
+
   // Header menus (<details class="menu">): close on an outside click or on Escape.
   function openMenus() {
     return Array.prototype.slice.call(document.querySelectorAll("details.menu[open]"));

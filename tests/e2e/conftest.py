@@ -14,10 +14,6 @@ import time_machine
 
 from tests import helpers
 
-# Playwright's sync API runs an asyncio loop in this thread, so Django would take every ORM call of a
-# test for one made from async code. Both really run one after the other, never at once.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -33,17 +29,12 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 if sync_playwright is None:
-    SKIP_REASON = (
-        "browser journeys skipped: Playwright is not installed "
-        "(pip install -r requirements-dev.txt)"
-    )
+    CAUSE = "Playwright is not installed (pip install -r requirements-dev.txt)"
 elif CHROMIUM is None:
-    SKIP_REASON = (
-        "browser journeys skipped: no `chromium` on PATH "
-        "(install Debian's Chromium with `apt-get install -y chromium`; no browser is downloaded)"
-    )
+    CAUSE = "no `chromium` on PATH (install Debian's Chromium: apt-get install -y chromium; no browser is downloaded)"
 else:
-    SKIP_REASON = None
+    CAUSE = None
+SKIP_REASON = f"browser journeys skipped: {CAUSE}" if CAUSE else None
 
 HERE = os.path.dirname(__file__)
 
@@ -51,19 +42,40 @@ HERE = os.path.dirname(__file__)
 def pytest_collection_modifyitems(config, items):
     if SKIP_REASON is None:
         return
+    journeys = [item for item in items if str(item.path).startswith(HERE + os.sep)]
+    # CI sets E2E_REQUIRED=1: there, journeys that cannot run are a failure, not a skip.
+    if journeys and os.environ.get("E2E_REQUIRED", "").strip() not in ("", "0"):
+        raise pytest.UsageError(f"E2E_REQUIRED is set, but the browser journeys cannot run: {CAUSE}")
     skip = pytest.mark.skip(reason=SKIP_REASON)
-    for item in items:
-        if str(item.path).startswith(HERE + os.sep):
-            item.add_marker(skip)
+    for item in journeys:
+        item.add_marker(skip)
 
 
 def pytest_terminal_summary(terminalreporter):
-    if SKIP_REASON is not None:
-        terminalreporter.write_line(SKIP_REASON, yellow=True, bold=True)
+    if SKIP_REASON is not None and terminalreporter.stats.get("skipped"):
+        terminalreporter.write_line(f"tests/e2e: {SKIP_REASON}", yellow=True, bold=True)
 
 
-@pytest.fixture(scope="session")
-def browser():
+@pytest.fixture(scope="package", autouse=True)
+def _orm_beside_playwright():
+    """Let the journeys' ORM calls run while Playwright's event loop sits in this thread.
+
+    Playwright's sync API keeps an asyncio loop "running" in the main thread between its calls, so
+    Django would take every ORM call of a test for one made from async code; here they really run one
+    after the other, never at once. Only for this package: the browser stops at its end, and the rest
+    of the suite keeps Django's check.
+    """
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture(scope="package")
+def browser(_orm_beside_playwright):
     playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
     yield browser

@@ -4,7 +4,7 @@ import pytest
 from dashboard.models import Role
 from tests import helpers
 
-from .support import PHONE, Journey, expect, sign_in
+from .support import PHONE, TABLET, Journey, expect, sign_in
 
 
 @pytest.mark.parametrize(("role", "role_label", "landing"), [
@@ -31,4 +31,4 @@ def test_members_without_the_owner_role_cannot_reach_api_keys(new_page, clock, r
         f"This page needs the Owner role. Your role at Acme Payments is {role_label}."
     )).to_be_visible()
     assert page.get_by_role("link", name="API keys").count() == 0
-    journey.check("forbidden", widths=(PHONE,))
+    journey.check("forbidden", widths=(PHONE, TABLET))

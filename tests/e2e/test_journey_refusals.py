@@ -12,7 +12,8 @@ def field_errors(page, label: str):
     return field.locator(".errorlist")
 
 
-def wrong_code_for(user, clock) -> str:
+def wrong_code_for(user) -> str:
+    """Six digits the user's app does not show now, nor one step before or after."""
     valid = {helpers.current_code(user, steps_ahead=step) for step in (-1, 0, 1)}
     return next(code for code in ("000000", "111111", "222222", "333333") if code not in valid)
 
@@ -33,13 +34,15 @@ def test_refused_codes_and_addresses_are_explained_and_change_nothing(page, cloc
     ip_field.fill("203.0.113.7")
     code_field.fill(used_code)
     page.get_by_role("button", name="Activate", exact=True).click()
-    expect(field_errors(page, "2FA code")).to_have_text("That code has already been used. Wait for your app to show a new code.")
+    expect(field_errors(page, "2FA code")).to_have_text(
+        "That code has already been used. Wait for your app to show a new code."
+    )
     expect(page.get_by_label("2FA code")).to_have_attribute("aria-invalid", "true")
     journey.check("reused-code", widths=(PHONE, TABLET))
 
     # A code the app never showed.
     clock.next_code(owner)
-    page.get_by_label("2FA code").fill(wrong_code_for(owner, clock))
+    page.get_by_label("2FA code").fill(wrong_code_for(owner))
     page.get_by_role("button", name="Activate", exact=True).click()
     expect(field_errors(page, "2FA code")).to_have_text(
         "That code is not right. Check your authenticator app and try again."
@@ -47,7 +50,7 @@ def test_refused_codes_and_addresses_are_explained_and_change_nothing(page, cloc
     expect(field_errors(page, "IP addresses")).to_have_count(0)
     journey.check("wrong-code")
 
-    # Addresses that are not addresses, with a good code: the code is not even spent.
+    # Addresses that are not addresses, with a good code.
     page.get_by_label("IP addresses").fill("300.1.2.3, 10.0.0.1/24")
     page.get_by_label("2FA code").fill(clock.next_code(owner))
     page.get_by_role("button", name="Activate", exact=True).click()
@@ -55,6 +58,10 @@ def test_refused_codes_and_addresses_are_explained_and_change_nothing(page, cloc
     expect(errors).to_contain_text("'300.1.2.3' is not an IPv4 or IPv6 address or network")
     expect(errors).to_contain_text("'10.0.0.1/24' has host bits set; did you mean 10.0.0.0/24?")
     expect(page.get_by_label("IP addresses")).to_have_value("300.1.2.3, 10.0.0.1/24")
+    expect(page.get_by_label("IP addresses")).to_have_attribute("aria-invalid", "true")
+    # Screen readers announce the errors with the field.
+    described_by = page.get_by_label("IP addresses").get_attribute("aria-describedby").split()
+    assert errors.get_attribute("id") in described_by
     expect(field_errors(page, "2FA code")).to_have_count(0)
     journey.check("invalid-addresses", widths=(PHONE,))
 

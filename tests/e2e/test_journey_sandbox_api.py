@@ -9,8 +9,8 @@ from keys import crypto
 from tests import helpers
 
 from .support import (
-    PHONE, TABLET, Journey, activate_key, deactivate_key, expect, generate_key, key_row, open_activation, sign_in,
-    status_of,
+    PHONE, TABLET, Journey, activate_key, archive_key, deactivate_key, expect, generate_key, key_row, open_activation,
+    open_keys_tab, sign_in, status_of,
 )
 
 
@@ -60,7 +60,7 @@ def test_activated_key_calls_the_api_until_deactivated_and_only_one_key_is_activ
     assert status_of(page, first) == "Active"
 
     # Deactivated: the very next request is refused.
-    deactivate_key(page, clock, owner, first, journey=journey)
+    deactivate_key(page, clock, owner, first, cancel_first=True, journey=journey)
     journey.check("first-deactivated", widths=(PHONE,))
     status, answer = call_api(live_server, first, secret)
     assert (status, answer) == (403, {"error": "Bad key header", "code": "bad_header_key"})
@@ -80,3 +80,11 @@ def test_activated_key_calls_the_api_until_deactivated_and_only_one_key_is_activ
     expect(page.get_by_role("heading", name="API requests")).to_be_visible()
     expect(page.locator("tbody")).to_contain_text("bad_header_key")
     journey.check("request-log", widths=(PHONE,))
+
+    # The deactivated key is put away for good.
+    open_keys_tab(page)
+    archive_key(page, clock, owner, first, journey=journey)
+    page.get_by_role("link", name="Archived keys (1)").click()
+    expect(page.get_by_role("heading", name="Archived API keys")).to_be_visible()
+    expect(page.locator("tbody")).to_contain_text(first)
+    journey.check("archived", widths=(PHONE,))

@@ -3,7 +3,7 @@ from dashboard.models import Role
 from tests import helpers
 
 from .support import (
-    DESKTOP, PHONE, TABLET, Journey, PlaywrightError, activate_key, expect, generate_key, key_row, settled_content,
+    PHONE, TABLET, Journey, PlaywrightError, activate_key, expect, generate_key, key_row, settled_content,
     sign_in, status_of,
 )
 
@@ -27,6 +27,11 @@ def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
     warning = page.get_by_text("Make sure no one can see or record your screen")
     expect(warning).to_be_visible()
     assert warning.bounding_box()["y"] < page.get_by_label("Secret key", exact=True).bounding_box()["y"]
+    # Nothing else to click: no tabs, no menus; only Copy, the QR toggle and Done.
+    expect(page.get_by_role("navigation", name="Sections")).to_have_count(0)
+    clickable = page.locator("main a, main button, main summary, header a, header summary, header button")
+    labels = sorted(" ".join(text.split()) for text in clickable.all_inner_texts())
+    assert labels == ["Copy secret key", "Done", "Secret key QR code"], labels
     expect(page.get_by_text(public_key)).to_be_visible()
     qr_toggle = page.get_by_text("Secret key QR code")
     qr = page.locator("details.qr-toggle svg")
@@ -63,9 +68,8 @@ def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
     expect(page.get_by_role("alert")).to_contain_text("You cannot activate an API key that is active.")
     assert secret not in settled_content(page)
     journey.check("after-reload")
-    for url in (f"/m/{merchant.slug}/keys/", f"/m/{merchant.slug}/activity/",
-                f"/m/{merchant.slug}/api-requests/", f"/m/{merchant.slug}/signature-check/"):
-        page.goto(url)
-        assert secret not in settled_content(page), url
-    journey.check("activity")
-    assert page.viewport_size["width"] == DESKTOP
+    # Nor on any other page of the merchant.
+    for section in ("keys/", "api-requests/", "signature-check/", "activity/"):
+        page.goto(f"/m/{merchant.slug}/{section}")
+        assert secret not in settled_content(page), section
+    journey.check("activity", widths=(PHONE,))

@@ -7,7 +7,7 @@ from dashboard.models import Role
 from keys import crypto
 from tests import helpers
 
-from .support import PHONE, Journey, activate_key, expect, generate_key, sign_in
+from .support import PHONE, TABLET, Journey, activate_key, expect, generate_key, sign_in
 
 COMPACT = '{"currency":"BTC","amount":"0.01"}'
 PRETTY = '{\n  "currency": "BTC",\n  "amount": "0.01"\n}'
@@ -37,13 +37,15 @@ def test_signature_checker_explains_common_mistakes(page, clock):
     result = page.get_by_role("alert")
     expect(result).to_contain_text("The signature does not match.")
     expect(result).to_contain_text("The signature matches the same JSON with different whitespace or pretty-printing")
-    journey.check("pretty-printed", widths=(PHONE,))
+    journey.check("pretty-printed", widths=(PHONE, TABLET))
 
     # The right digest, Base64 instead of hex.
     digest = hmac.new(secret.encode(), COMPACT.encode(), hashlib.sha512).digest()
     check(COMPACT, base64.b64encode(digest).decode())
     result = page.get_by_role("alert")
-    expect(result).to_contain_text("The signature is Base64; the platform expects the HMAC-SHA512 digest as lowercase hexadecimal.")
+    expect(result).to_contain_text(
+        "The signature is Base64; the platform expects the HMAC-SHA512 digest as lowercase hexadecimal."
+    )
     journey.check("base64")
 
     check(COMPACT, crypto.sign(secret, COMPACT.encode()))
