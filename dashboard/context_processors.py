@@ -17,7 +17,7 @@ TABS = [
     # (label, url name, roles that see it, url names that make it active)
     ("Overview", "dashboard:overview", {Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.OWNER}, {"overview"}),
     ("API keys", "keys:list", {Role.OWNER}, {"list", "archived", "generate", "activate", "deactivate",
-                                             "allowlist", "rename", "archive", "reveal"}),
+                                             "allowlist", "rename", "archive"}),
     ("API requests", "integration:request-log", {Role.OWNER}, {"request-log"}),
     ("Signature checker", "integration:signature-check", {Role.OWNER}, {"signature-check"}),
     ("Activity", "dashboard:activity", {Role.OWNER}, {"activity"}),

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+import zoneinfo
 
 from django.conf import settings
 from django.contrib.auth import logout
+from django.utils import timezone
 
 from .net import is_trusted_proxy
 
@@ -53,4 +55,21 @@ class SessionExpiryMiddleware:
                 logout(request)
             elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS or LAST_SEEN_KEY not in session:
                 session[LAST_SEEN_KEY] = now
+        return self.get_response(request)
+
+
+class UserTimeZoneMiddleware:
+    """Show dates in the signed-in user's chosen time zone (UTC until they choose one)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info.startswith(API_PATH_PREFIX):
+            return self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.time_zone != settings.TIME_ZONE:
+            timezone.activate(zoneinfo.ZoneInfo(user.time_zone))
+        else:
+            timezone.deactivate()
         return self.get_response(request)

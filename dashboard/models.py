@@ -1,11 +1,21 @@
 """Who a user is, which merchants they act for with which role, and the audit trail."""
 from __future__ import annotations
 
+import zoneinfo
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+
+TIME_ZONES = sorted(zoneinfo.available_timezones() - {"localtime"})
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in TIME_ZONES:
+        raise ValidationError("Choose a time zone from the list.", code="invalid_time_zone")
 
 
 class UserManager(BaseUserManager):
@@ -42,6 +52,10 @@ class User(AbstractBaseUser, PermissionsMixin):
     )
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)
+    time_zone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_time_zone],
+        help_text="Dates in the dashboard are shown in this time zone.",
+    )
     last_merchant = models.ForeignKey(
         "Merchant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The merchant the user last worked on; the dashboard opens there.",

@@ -22,7 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from . import rate_limit, two_factor
 from .access import MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
 from .audit import RequestContext, record
-from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm
+from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm, TimeZoneForm
 from .models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
 from .qr import qr_code_svg
 
@@ -263,6 +263,7 @@ class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         user = self.request.user
         kwargs.setdefault("form", CodeForm())
+        kwargs.setdefault("time_zone_form", TimeZoneForm(initial={"time_zone": user.time_zone}))
         return super().get_context_data(
             authenticator=TOTPDevice.objects.filter(user=user, confirmed=True).first(),
             backup_codes_left=two_factor.remaining_backup_codes(user),
@@ -290,3 +291,20 @@ class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):
                     },
                 )
         return self.render_to_response(self.get_context_data(form=form))
+
+
+class TimeZoneView(VerifiedUserRequiredMixin, View):
+    """A preference, not a security setting: no 2FA code needed."""
+
+    http_method_names = ["post"]
+
+    def post(self, request):
+        form = TimeZoneForm(request.POST)
+        if form.is_valid():
+            request.user.time_zone = form.cleaned_data["time_zone"]
+            request.user.save(update_fields=["time_zone"])
+            messages.success(request, f"Dates are now shown in {request.user.time_zone.replace('_', ' ')}.")
+            return redirect("dashboard:account-security")
+        page = AccountSecurityView()
+        page.setup(request)
+        return page.render_to_response(page.get_context_data(time_zone_form=form))
