@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from keys import crypto
 from keys.allowlist import is_address_allowed
-from keys.models import ApiKey, KeyStatus
+from keys.models import ApiKey
 from keys.secret_store import open_secret
 
 from .errors import BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, MissingKey, MissingSignature, Unavailable
@@ -50,7 +50,7 @@ def find_key(request) -> ApiKey | None:
     # A value that cannot be a key costs no query.
     if not _PUBLIC_KEY_SHAPE.fullmatch(header):
         return None
-    return ApiKey.objects.select_related("merchant").filter(public_key=header).first()
+    return ApiKey.objects.with_public_key(header)
 
 
 def _reject_constant(name: str):
@@ -74,7 +74,7 @@ def authenticate(request, key: ApiKey | None, body: bytes, client_ip: str | None
     if not request.META.get("HTTP_X_PROCESSING_KEY"):
         raise MissingKey()
     # SECURITY: unknown and inactive keys get the same answer: the API never says whether a key exists.
-    if key is None or key.status != KeyStatus.ACTIVE:
+    if key is None or not key.is_usable:
         raise BadKey()
     signature = request.META.get("HTTP_X_PROCESSING_SIGNATURE")
     if not signature:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 
 from keys.models import ApiKey
@@ -17,10 +18,17 @@ PRUNE_EVERY = 100
 
 
 def record_request(*, key: ApiKey, client_ip: str | None, method: str, path: str, status: int, error_code: str) -> None:
-    entry = ApiRequest.objects.create(
-        merchant_id=key.merchant_id, api_key=key, ip_address=client_ip, method=method[:10], path=path[:200],
-        status=status, error_code=error_code,
-    )
+    # One plain INSERT: the ORM's save() machinery cost the API a fifth of its throughput (see bench/).
+    table = connection.ops.quote_name(ApiRequest._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                key.merchant_id, key.pk, connection.ops.adapt_datetimefield_value(timezone.now()), client_ip,
+                method[:10], path[:200], status, error_code,
+            ],
+        )
     if _count_insert(key.merchant_id) % PRUNE_EVERY == 0:
         prune(key.merchant_id)
 

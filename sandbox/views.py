@@ -6,8 +6,6 @@ from decimal import Decimal
 from functools import wraps
 
 from django.db import DatabaseError
-from django.db.models import OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -74,15 +72,13 @@ def ping(request):
 
 @signed_endpoint
 def accounts_list(request, signed):
-    # Every currency, with this merchant's balance or zero, in one query.
-    balance = Balance.objects.filter(merchant_id=signed.key.merchant_id, currency=OuterRef("pk")).values("amount")[:1]
-    amount_field = Balance._meta.get_field("amount")
-    currencies = Currency.objects.annotate(
-        balance=Coalesce(Subquery(balance, output_field=amount_field), Value(Decimal(0)), output_field=amount_field)
+    # Two plain queries compile faster than one with a subquery (the sandbox's hot path: see bench/).
+    balances = dict(
+        Balance.objects.filter(merchant_id=signed.key.merchant_id).order_by().values_list("currency_id", "amount")
     )
     data = [
-        {"currency": currency.code, "type": currency.type, "balance": decimal_text(currency.balance)}
-        for currency in currencies
+        {"currency": code, "type": type_, "balance": decimal_text(balances.get(currency_id, Decimal(0)))}
+        for currency_id, code, type_ in Currency.objects.order_by("id").values_list("id", "code", "type")
     ]
     return JsonResponse({"data": data})
 

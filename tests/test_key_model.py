@@ -157,18 +157,18 @@ def test_querysets(merchant):
     assert list(mine.archived()) == [archived]
 
 
-def test_get_by_public_key_finds_only_the_active_key(merchant):
+def test_with_public_key_finds_a_key_whatever_its_status_and_only_usable_ones_are_usable(merchant):
     keys = {status: make_key(merchant, status) for status in (G, A, D, X)}
 
-    found = ApiKey.objects.get_by_public_key(keys[A].public_key)
-    assert found == keys[A]
-    assert found.merchant == merchant
-    # Unknown and not usable look the same to the caller.
-    for status in (G, D, X):
-        assert ApiKey.objects.get_by_public_key(keys[status].public_key) is None
-    assert ApiKey.objects.get_by_public_key("sbx_" + "0" * 40) is None
-    assert ApiKey.objects.get_by_public_key(keys[A].public_key.upper()) is None
-    assert ApiKey.objects.get_by_public_key("") is None
+    for status, key in keys.items():
+        found = ApiKey.objects.with_public_key(key.public_key)
+        assert found == key
+        assert found.status == status
+        assert found.is_usable is (status == A)
+    assert ApiKey.objects.with_public_key("sbx_" + "0" * 40) is None
+    assert ApiKey.objects.with_public_key(keys[A].public_key.upper()) is None
+    assert ApiKey.objects.with_public_key("") is None
+    assert ApiKey.objects.with_public_key("' OR '1'='1") is None
 
 
 # Representations
