@@ -50,3 +50,10 @@ serve: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
+
+# Load test of the production stack (gunicorn, DEBUG off) with wrk; writes bench/results.md and bench/results.png.
+.PHONY: bench
+bench: install-dev
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/run.py
