@@ -5,8 +5,12 @@ import time_machine
 from django.core.cache import cache
 
 from dashboard.models import Role
+from keys import crypto
+from keys.models import ApiKey, KeyStatus
+from keys.secret_store import seal_secret
 
 from . import helpers
+from .sandbox_support import ALLOWED_IP, VECTOR_SECRET, KeyPair, activate_new_key
 
 START = datetime(2026, 11, 27, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -52,3 +56,25 @@ def owner(merchant):
 def owner_client(client, owner):
     helpers.sign_in_verified(client, owner)
     return client
+
+
+@pytest.fixture
+def key_pair(clock, owner, merchant) -> KeyPair:
+    """The merchant's active key, any address allowed, with its secret."""
+    return activate_new_key(clock, owner, merchant)
+
+
+@pytest.fixture
+def fenced_pair(clock, owner, merchant) -> KeyPair:
+    """The merchant's active key, allowed only from ALLOWED_IP."""
+    return activate_new_key(clock, owner, merchant, allowlist=ALLOWED_IP)
+
+
+@pytest.fixture
+def vector_key(merchant) -> ApiKey:
+    """An active key whose secret is the reference's test-vector secret."""
+    public_key = crypto.generate_public_key()
+    return ApiKey.objects.create(
+        merchant=merchant, public_key=public_key, status=KeyStatus.ACTIVE,
+        encrypted_secret=seal_secret(public_key, VECTOR_SECRET), secret_fingerprint=crypto.fingerprint(VECTOR_SECRET),
+    )

@@ -13,7 +13,7 @@ from dashboard.models import AuditEvent, Role
 from keys.models import ApiKey
 
 from . import helpers
-from .test_sandbox_api import ALLOWED_IP, OTHER_IP, activate_new_key, api, generate_key
+from .sandbox_support import ALLOWED_IP, OTHER_IP, activate_new_key, api, generate_key
 
 ALLOWLIST = "198.51.100.0/24, 2001:DB8::/32, ::ffff:192.0.2.1"
 NORMALISED = "198.51.100.0/24, 2001:db8::/32, 192.0.2.1"

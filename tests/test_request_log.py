@@ -20,9 +20,8 @@ from sandbox import request_log
 from sandbox.models import REQUEST_LOG_SIZE, ApiRequest
 
 from . import helpers
-from .test_sandbox_api import (  # noqa: F401  (fixtures)
-    ALLOWED_IP, OTHER_IP, UNKNOWN_KEY, activate_new_key, api, assert_accepted, assert_error, deactivate, fenced_pair,
-    key_pair,
+from .sandbox_support import (
+    ALLOWED_IP, OTHER_IP, UNKNOWN_KEY, activate_new_key, api, assert_accepted, assert_error, deactivate,
 )
 
 SECRET_BODY = b'{"marker":"body-must-never-be-stored-7c1e"}'

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from keys import crypto
 from sandbox.models import ApiRequest
+from .sandbox_support import ALLOWED_IP, UNKNOWN_KEY, api, assert_error
 
-from .test_sandbox_api import ALLOWED_IP, UNKNOWN_KEY, api, assert_error, fenced_pair, key_pair  # noqa: F401
 
 ALLOWED_STATUSES = {200, 400, 403, 404, 405, 413}
 HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -244,7 +244,7 @@ def test_first_activation_makes_and_returns_the_secret_once(clock, merchant, own
     # Stored sealed, readable only with the encryption keys.
     assert result.secret not in key.encrypted_secret
     assert open_secret(key.public_key, key.encrypted_secret) == result.secret
-    assert ApiKey.objects.get_by_public_key(key.public_key) == key
+    assert ApiKey.objects.with_public_key(key.public_key).is_usable
     events = events_since(since)
     assert [event.action for event in events] == [AuditAction.OTP_VERIFIED, AuditAction.KEY_ACTIVATED]
     event = assert_one_success(
@@ -377,7 +377,7 @@ def test_deactivate_stops_the_key_at_once_and_keeps_its_secret(clock, merchant, 
     assert key.encrypted_secret == sealed
     assert key.allowed_networks == ["203.0.113.7"]
     # The very next API request looks the key up and finds nothing usable.
-    assert ApiKey.objects.get_by_public_key(key.public_key) is None
+    assert not ApiKey.objects.with_public_key(key.public_key).is_usable
     events = events_since(since)
     assert [event.action for event in events] == [AuditAction.OTP_VERIFIED, AuditAction.KEY_DEACTIVATED]
     assert_one_success(events, AuditAction.KEY_DEACTIVATED, actor=owner, merchant=merchant, key=key, details={})
@@ -701,8 +701,8 @@ def test_full_lifecycle_with_a_replacement_key(clock, merchant, owner):
     services.archive_key(actor=owner, merchant=merchant, key_id=first.pk, code=fresh_code(clock, owner), context=CTX)
 
     assert result.secret is not None
-    assert ApiKey.objects.get_by_public_key(second.public_key) == second
-    assert ApiKey.objects.get_by_public_key(first.public_key) is None
+    assert ApiKey.objects.with_public_key(second.public_key).is_usable
+    assert not ApiKey.objects.with_public_key(first.public_key).is_usable
     assert dict(ApiKey.objects.for_merchant(merchant).values_list("name", "status")) == {
         "v1": KeyStatus.ARCHIVED, "v2": KeyStatus.ACTIVE,
     }

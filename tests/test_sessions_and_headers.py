@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from django.core import mail
 from django.test import Client, override_settings
 from django.urls import reverse

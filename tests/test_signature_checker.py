@@ -21,7 +21,7 @@ from keys import crypto
 from sandbox.signature_check import diagnose
 
 from . import helpers
-from .test_sandbox_api import VECTOR_SIGNATURE, activate_new_key, deactivate
+from .sandbox_support import VECTOR_SIGNATURE, activate_new_key, deactivate
 
 BODY = '{"currency":"BTC","foreign_id":"123456"}'
 SECRET = "AbCdEfG123456"
