@@ -35,41 +35,46 @@ class TrustedProxyMiddleware:
         return self.get_response(request)
 
 
-class SessionExpiryMiddleware:
-    """End a signed-in session after SESSION_IDLE_SECONDS without a request or SESSION_ABSOLUTE_SECONDS in all."""
+class SignedInUserMiddleware:
+    """Runs ``for_user`` on dashboard requests of a signed-in user.
+
+    The sandbox API has no sessions: looking one up would cost it a query and grant nothing.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        # The sandbox API has no sessions: looking one up would cost it a query and grant nothing.
-        if request.path_info.startswith(API_PATH_PREFIX):
-            return self.get_response(request)
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            now = time.time()
-            session = request.session
-            signed_in_at = session.setdefault(SIGNED_IN_AT_KEY, now)
-            last_seen = session.get(LAST_SEEN_KEY, now)
-            if now - last_seen > settings.SESSION_IDLE_SECONDS or now - signed_in_at > settings.SESSION_ABSOLUTE_SECONDS:
-                logout(request)
-            elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS or LAST_SEEN_KEY not in session:
-                session[LAST_SEEN_KEY] = now
+        if not request.path_info.startswith(API_PATH_PREFIX):
+            user = getattr(request, "user", None)
+            self.for_user(request, user if user is not None and user.is_authenticated else None)
         return self.get_response(request)
 
+    def for_user(self, request, user) -> None:
+        raise NotImplementedError
 
-class UserTimeZoneMiddleware:
+
+class SessionExpiryMiddleware(SignedInUserMiddleware):
+    """End a signed-in session after SESSION_IDLE_SECONDS without a request or SESSION_ABSOLUTE_SECONDS in all."""
+
+    def for_user(self, request, user) -> None:
+        if user is None:
+            return
+        now = time.time()
+        session = request.session
+        signed_in_at = session.setdefault(SIGNED_IN_AT_KEY, now)
+        last_seen = session.get(LAST_SEEN_KEY, now)
+        if now - last_seen > settings.SESSION_IDLE_SECONDS or now - signed_in_at > settings.SESSION_ABSOLUTE_SECONDS:
+            logout(request)
+        elif now - last_seen >= LAST_SEEN_RESOLUTION_SECONDS or LAST_SEEN_KEY not in session:
+            session[LAST_SEEN_KEY] = now
+
+
+class UserTimeZoneMiddleware(SignedInUserMiddleware):
     """Show dates in the signed-in user's chosen time zone (UTC until they choose one)."""
 
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        if request.path_info.startswith(API_PATH_PREFIX):
-            return self.get_response(request)
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and user.time_zone != settings.TIME_ZONE:
+    def for_user(self, request, user) -> None:
+        if user is not None and user.time_zone != settings.TIME_ZONE:
             timezone.activate(zoneinfo.ZoneInfo(user.time_zone))
         else:
             timezone.deactivate()
-        return self.get_response(request)
