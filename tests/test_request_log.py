@@ -304,3 +304,11 @@ def test_log_rows_keep_their_time(client, clock, key_pair, merchant):
 
     first, second = ApiRequest.objects.for_merchant(merchant).order_by("id")
     assert second.created_at - first.created_at == timedelta(seconds=90)
+
+
+def test_page_links_keep_the_filters(owner_client, merchant, key_pair):
+    make_rows(merchant, key_pair.key, 60)
+    url = reverse("integration:request-log", args=[merchant.slug])
+    page = owner_client.get(url, {"outcome": "accepted"}).content.decode()
+    assert "Page 1 of 2" in page
+    assert "?outcome=accepted&amp;page=2" in page
