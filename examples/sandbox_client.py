@@ -2,7 +2,7 @@
 """A minimal client for the sandbox API, standard library only.
 
     python examples/sandbox_client.py --base-url http://127.0.0.1:8000 \
-        --key sbx_... --secret ... accounts/list
+        --key=sbx_... --secret=... accounts/list
 
 The key and secret may also come from PROCESSING_KEY and PROCESSING_SECRET. It prints the
 fingerprint of the secret it was given (compare it with the dashboard's), the status, and the JSON.

@@ -64,8 +64,15 @@ class RevealedSecret(str):
 
 
 def generate_secret() -> str:
-    """Return a new signing secret: 256 random bits as 43 characters of unpadded URL-safe base64."""
-    return secrets.token_urlsafe(32)
+    """Return a new signing secret: 256 random bits as 43 characters of unpadded URL-safe base64.
+
+    Never starting with "-": command-line tools read such a value as an option (``--secret -abc`` fails).
+    Redrawing those costs under 0.1 bit of entropy.
+    """
+    while True:
+        secret = secrets.token_urlsafe(32)
+        if not secret.startswith("-"):
+            return secret
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from keys import crypto
 from keys.crypto import (
     DecryptionError,
     EncryptionKeyError,
@@ -264,3 +265,9 @@ def test_parse_encryption_keys_names_the_position_of_a_bad_entry_not_its_value(b
 def test_parse_encryption_keys_refuses_an_empty_list(value):
     with pytest.raises(EncryptionKeyError, match="No encryption key"):
         parse_encryption_keys(value)
+
+
+def test_a_secret_never_starts_with_a_hyphen_so_command_lines_take_it_as_a_value(monkeypatch):
+    draws = iter(["-" + "a" * 42, "-" + "b" * 42, "c" * 43])
+    monkeypatch.setattr(crypto.secrets, "token_urlsafe", lambda nbytes: next(draws))
+    assert crypto.generate_secret() == "c" * 43

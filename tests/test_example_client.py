@@ -102,7 +102,7 @@ def test_command_line_prints_the_fingerprint_and_the_answer(live_server, live_pa
     key, secret = live_pair
 
     exit_code = sandbox_client.main(
-        ["--base-url", live_server.url, "--key", key.public_key, "--secret", secret, "accounts/list"]
+        ["--base-url", live_server.url, f"--key={key.public_key}", f"--secret={secret}", "accounts/list"]
     )
 
     out, err = capsys.readouterr()
