@@ -2,7 +2,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .models import TIME_ZONES
+from .models import time_zones
 from .two_factor import MAX_CODE_INPUT_LENGTH, parse_code
 
 SIGN_IN_REFUSED_MESSAGE = "The email address or password is not right."
@@ -69,7 +69,7 @@ class EnrolmentForm(CodeForm):
 class TimeZoneForm(forms.Form):
     time_zone = forms.ChoiceField(
         label="Time zone",
-        choices=[(zone, zone.replace("_", " ")) for zone in TIME_ZONES],
+        choices=lambda: [(zone, zone.replace("_", " ")) for zone in time_zones()],
         error_messages={"invalid_choice": "Choose a time zone from the list.", "required": "Choose a time zone."},
         help_text="Dates in the dashboard are shown in this time zone.",
     )

@@ -1,6 +1,7 @@
 """Who a user is, which merchants they act for with which role, and the audit trail."""
 from __future__ import annotations
 
+import functools
 import zoneinfo
 
 from django.conf import settings
@@ -10,11 +11,14 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-TIME_ZONES = sorted(zoneinfo.available_timezones() - {"localtime"})
+@functools.cache
+def time_zones() -> tuple[str, ...]:
+    """The IANA time zones a user may choose; read from disk once, when first needed, not at import."""
+    return tuple(sorted(zoneinfo.available_timezones() - {"localtime"}))
 
 
 def validate_time_zone(value: str) -> None:
-    if value not in TIME_ZONES:
+    if value not in time_zones():
         raise ValidationError("Choose a time zone from the list.", code="invalid_time_zone")
 
 
