@@ -6,6 +6,7 @@ import logging
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.shortcuts import render
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 
@@ -85,3 +86,21 @@ class RestrictedAllowedMixin(MerchantMemberRequiredMixin):
     """Pages every member sees, the Restricted role included (contact support)."""
 
     allowed_roles = frozenset(Role.values)
+
+
+class ActionMixin:
+    """A view whose URL changes something: it answers POST, and any other method gets the 405 page.
+
+    Its form lives on a page of its own (``form_url``), so an address typed, bookmarked or prefetched never
+    lands on an action.
+    """
+
+    http_method_names = ["post"]
+
+    def form_url(self) -> str:
+        raise NotImplementedError
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        response = render(request, "405.html", {"form_url": self.form_url()}, status=405)
+        response["Allow"] = ", ".join(method.upper() for method in self.http_method_names)
+        return response

@@ -10,6 +10,7 @@ dashboard_patterns = [
     path("signin/enrol/", views.EnrolView.as_view(), name="enrol"),
     path("signout/", views.SignOutView.as_view(), name="sign-out"),
     path("account/security/", views.AccountSecurityView.as_view(), name="account-security"),
+    path("account/backup-codes/", views.BackupCodesView.as_view(), name="backup-codes"),
     path("account/time-zone/", views.TimeZoneView.as_view(), name="time-zone"),
     path("m/<slug:merchant_slug>/", views.MerchantHomeView.as_view(), name="merchant-home"),
     path("m/<slug:merchant_slug>/overview/", views.OverviewView.as_view(), name="overview"),

@@ -20,7 +20,7 @@ from django_otp.middleware import is_verified as otp_is_verified
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import rate_limit, two_factor
-from .access import MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
+from .access import ActionMixin, MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
 from .audit import RequestContext, record
 from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm, TimeZoneForm
 from .models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
@@ -202,8 +202,9 @@ class EnrolView(View):
 
 
 @method_decorator(never_cache, name="dispatch")
-class SignOutView(View):
-    http_method_names = ["post"]
+class SignOutView(ActionMixin, View):
+    def form_url(self) -> str:
+        return reverse("dashboard:home")  # the sign-out button is in the account menu of every page
 
     def post(self, request):
         if request.user.is_authenticated:
@@ -256,7 +257,6 @@ class ActivityView(OwnerRequiredMixin, TemplateView):
         return super().get_context_data(page=page, events=page.object_list, **kwargs)
 
 
-@method_decorator(sensitive_post_parameters(), name="dispatch")
 class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):
     template_name = "dashboard/account_security.html"
 
@@ -270,6 +270,21 @@ class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):
             sign_ins=AuditEvent.objects.sign_ins_of(user).order_by("-created_at", "-id")[:RECENT_SIGN_INS],
             **kwargs,
         )
+
+
+def _account_security_page(request, **forms):
+    """The account security page again, showing a refused form's errors next to its fields."""
+    page = AccountSecurityView()
+    page.setup(request)
+    return page.render_to_response(page.get_context_data(**forms))
+
+
+@method_decorator(sensitive_post_parameters(), name="dispatch")
+class BackupCodesView(VerifiedUserRequiredMixin, ActionMixin, View):
+    """Makes a new set of backup codes; its form is on the account security page."""
+
+    def form_url(self) -> str:
+        return reverse("dashboard:account-security")
 
     def post(self, request):
         form = CodeForm(request.POST)
@@ -290,13 +305,14 @@ class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):
                         "regenerated": True,
                     },
                 )
-        return self.render_to_response(self.get_context_data(form=form))
+        return _account_security_page(request, form=form)
 
 
-class TimeZoneView(VerifiedUserRequiredMixin, View):
+class TimeZoneView(VerifiedUserRequiredMixin, ActionMixin, View):
     """A preference, not a security setting: no 2FA code needed."""
 
-    http_method_names = ["post"]
+    def form_url(self) -> str:
+        return reverse("dashboard:account-security")
 
     def post(self, request):
         form = TimeZoneForm(request.POST)
@@ -305,6 +321,4 @@ class TimeZoneView(VerifiedUserRequiredMixin, View):
             request.user.save(update_fields=["time_zone"])
             messages.success(request, f"Dates are now shown in {request.user.time_zone.replace('_', ' ')}.")
             return redirect("dashboard:account-security")
-        page = AccountSecurityView()
-        page.setup(request)
-        return page.render_to_response(page.get_context_data(time_zone_form=form))
+        return _account_security_page(request, time_zone_form=form)

@@ -14,7 +14,7 @@ from django.views import View
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 
-from dashboard.access import OwnerRequiredMixin
+from dashboard.access import ActionMixin, OwnerRequiredMixin
 from dashboard.audit import RequestContext
 from dashboard.forms import CodeForm
 from dashboard.qr import qr_code_svg
@@ -41,11 +41,11 @@ class RowAction:
 
 # The buttons of a key's row, in order, each shown only when the key's status allows it.
 ROW_ACTIONS = [
-    (KeyAction.ACTIVATE, "Activate", "keys:activate", False),
-    (KeyAction.EDIT_ALLOWLIST, "IP addresses", "keys:allowlist", False),
-    (KeyAction.RENAME, "Rename", "keys:rename", False),
-    (KeyAction.DEACTIVATE, "Deactivate", "keys:deactivate", True),
-    (KeyAction.ARCHIVE, "Archive", "keys:archive", True),
+    (KeyAction.ACTIVATE, "Activate", "keys:activate-form", False),
+    (KeyAction.EDIT_ALLOWLIST, "IP addresses", "keys:allowlist-form", False),
+    (KeyAction.RENAME, "Rename", "keys:rename-form", False),
+    (KeyAction.DEACTIVATE, "Deactivate", "keys:deactivate-form", True),
+    (KeyAction.ARCHIVE, "Archive", "keys:archive-form", True),
 ]
 
 
@@ -97,11 +97,22 @@ def _show_refusal(form, refusal: Exception) -> None:
 
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class GenerateKeyView(OwnerRequiredMixin, View):
+class GenerateKeyView(OwnerRequiredMixin, ActionMixin, View):
+    """Served twice (see ``keys.urls``): the form page answers GET, the action answers POST."""
+
     template_name = "keys/generate.html"
 
+    def form_url(self) -> str:
+        return reverse("keys:generate-form", kwargs={"merchant_slug": self.merchant.slug})
+
+    def _render(self, form):
+        return render(self.request, self.template_name, {
+            "form": form, "merchant": self.merchant,
+            "action_url": reverse("keys:generate", kwargs={"merchant_slug": self.merchant.slug}),
+        })
+
     def get(self, request, merchant_slug):
-        return render(request, self.template_name, {"form": GenerateKeyForm(), "merchant": self.merchant})
+        return self._render(GenerateKeyForm())
 
     def post(self, request, merchant_slug):
         form = GenerateKeyForm(request.POST)
@@ -116,14 +127,19 @@ class GenerateKeyView(OwnerRequiredMixin, View):
             else:
                 messages.success(request, f"API key {key.public_key} generated. Activate it to start using it.")
                 return redirect("keys:list", merchant_slug=merchant_slug)
-        return render(request, self.template_name, {"form": form, "merchant": self.merchant})
+        return self._render(form)
 
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class KeyActionView(OwnerRequiredMixin, View):
-    """One action on one key: a page with its form, which works without JavaScript."""
+class KeyActionView(OwnerRequiredMixin, ActionMixin, View):
+    """One action on one key, and the page with its form, which works without JavaScript.
+
+    Served twice (see ``keys.urls``): at ``url_name`` the action answers POST only; at ``url_name``-form
+    the page answers GET.
+    """
 
     action: KeyAction
+    url_name: str
     form_class = CodeForm
     template_name: str
 
@@ -132,6 +148,12 @@ class KeyActionView(OwnerRequiredMixin, View):
         self.key = ApiKey.objects.for_merchant(self.merchant).filter(pk=kwargs["key_id"]).first()
         if self.key is None:
             raise Http404("No such API key.")
+
+    def _url(self, name: str) -> str:
+        return reverse(name, kwargs={"merchant_slug": self.merchant.slug, "key_id": self.key.pk})
+
+    def form_url(self) -> str:
+        return self._url(f"{self.url_name}-form")
 
     def initial_form(self):
         return self.form_class()
@@ -151,7 +173,7 @@ class KeyActionView(OwnerRequiredMixin, View):
             self.request,
             self.template_name,
             {"form": form, "key": self.key, "merchant": self.merchant, "unavailable": unavailable,
-             **self.extra_context()},
+             "action_url": self._url(self.url_name), "form_url": self.form_url(), **self.extra_context()},
         )
 
     def get(self, request, merchant_slug, key_id):
@@ -176,6 +198,7 @@ class KeyActionView(OwnerRequiredMixin, View):
 
 class ActivateKeyView(KeyActionView):
     action = KeyAction.ACTIVATE
+    url_name = "keys:activate"
     form_class = ActivateKeyForm
     template_name = "keys/activate.html"
 
@@ -229,6 +252,7 @@ class ActivateKeyView(KeyActionView):
 
 class DeactivateKeyView(KeyActionView):
     action = KeyAction.DEACTIVATE
+    url_name = "keys:deactivate"
     template_name = "keys/deactivate.html"
 
     def perform(self, form, context):
@@ -244,6 +268,7 @@ class DeactivateKeyView(KeyActionView):
 
 class AllowlistView(ActivateKeyView):
     action = KeyAction.EDIT_ALLOWLIST
+    url_name = "keys:allowlist"
     form_class = AllowlistForm
     template_name = "keys/allowlist.html"
 
@@ -274,6 +299,7 @@ class AllowlistView(ActivateKeyView):
 
 class RenameKeyView(KeyActionView):
     action = KeyAction.RENAME
+    url_name = "keys:rename"
     form_class = RenameKeyForm
     template_name = "keys/rename.html"
 
@@ -293,6 +319,7 @@ class RenameKeyView(KeyActionView):
 
 class ArchiveKeyView(KeyActionView):
     action = KeyAction.ARCHIVE
+    url_name = "keys:archive"
     template_name = "keys/archive.html"
 
     def perform(self, form, context):

@@ -10,7 +10,7 @@ from dashboard.models import Membership, Role
 from . import helpers
 
 NOT_OWNER_ROLES = [Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.RESTRICTED]
-OWNER_ONLY_PAGES = ["keys:list", "keys:archived", "keys:generate", "dashboard:activity"]
+OWNER_ONLY_PAGES = ["keys:list", "keys:archived", "keys:generate-form", "dashboard:activity"]
 MERCHANT_PAGES = ["dashboard:merchant-home", "dashboard:overview", "dashboard:support", *OWNER_ONLY_PAGES]
 
 

@@ -20,16 +20,24 @@ MERCHANT_PAGES = {
     "dashboard:activity": (200, 403, 403),
     "keys:list": (200, 403, 403),
     "keys:archived": (200, 403, 403),
-    "keys:generate": (200, 403, 403),
-    "keys:activate": (200, 403, 403),
-    "keys:deactivate": (200, 403, 403),
-    "keys:allowlist": (200, 403, 403),
-    "keys:rename": (200, 403, 403),
-    "keys:archive": (200, 403, 403),
+    "keys:generate-form": (200, 403, 403),
+    "keys:activate-form": (200, 403, 403),
+    "keys:deactivate-form": (200, 403, 403),
+    "keys:allowlist-form": (200, 403, 403),
+    "keys:rename-form": (200, 403, 403),
+    "keys:archive-form": (200, 403, 403),
+    # The actions themselves take POST only: a GET changes nothing and gets the 405 page.
+    "keys:generate": (405, 403, 403),
+    "keys:activate": (405, 403, 403),
+    "keys:deactivate": (405, 403, 403),
+    "keys:allowlist": (405, 403, 403),
+    "keys:rename": (405, 403, 403),
+    "keys:archive": (405, 403, 403),
     "integration:request-log": (200, 403, 403),
     "integration:signature-check": (200, 403, 403),
 }
-KEY_PAGES = {"keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive"}
+KEY_ACTIONS = {"keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive"}
+KEY_PAGES = KEY_ACTIONS | {f"{name}-form" for name in KEY_ACTIONS}
 VISITORS = ["anonymous", "password only", "staff without 2FA", "owner", "view", "exchange", "limits", "restricted",
             "owner of another merchant"]
 
@@ -99,7 +107,8 @@ def test_each_visitor_gets_the_right_answer_on_each_merchant_page(client, owner,
 
 
 @pytest.mark.parametrize("visitor", ["anonymous", "password only", "staff without 2FA"])
-@pytest.mark.parametrize("name", ["dashboard:home", "dashboard:account-security"])
+@pytest.mark.parametrize("name", ["dashboard:home", "dashboard:account-security", "dashboard:backup-codes",
+                                  "dashboard:time-zone"])
 def test_pages_of_the_account_need_both_factors(client, owner, world, visitor, name):
     become(client, visitor, world, owner)
     response = client.get(reverse(name))
@@ -118,6 +127,15 @@ def test_the_admin_needs_a_staff_member_signed_in_with_both_factors(client, owne
         assert final_url.startswith(reverse("dashboard:sign-in"))
         assert response.status_code == 200
         assert b"Sign in" in response.content
+
+
+@pytest.mark.parametrize("name", ["dashboard:backup-codes", "dashboard:time-zone"])
+def test_account_actions_answer_get_with_405_and_a_link_to_their_form(client, owner, name):
+    helpers.sign_in_verified(client, owner)
+    response = client.get(reverse(name))
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert f'href="{reverse("dashboard:account-security")}"' in response.content.decode()
 
 
 def test_a_demoted_owner_is_refused_on_the_very_next_request(client, owner, world):

@@ -25,7 +25,7 @@ def activity(merchant):
 
 
 def regenerate(client, code):
-    return client.post(reverse("dashboard:account-security"), {"code": code})
+    return client.post(reverse("dashboard:backup-codes"), {"code": code})
 
 
 def backup_tokens(user) -> list[str]:

@@ -23,7 +23,7 @@ REFUSED_TEXT = "would be refused with"
 
 
 def allowlist_url(key, **query) -> str:
-    url = reverse("keys:allowlist", kwargs={"merchant_slug": key.merchant.slug, "key_id": key.pk})
+    url = reverse("keys:allowlist-form", kwargs={"merchant_slug": key.merchant.slug, "key_id": key.pk})
     return url + ("?" + "&".join(f"{name}={value}" for name, value in query.items()) if query else "")
 
 
@@ -128,10 +128,10 @@ def test_dry_run_works_for_a_key_not_yet_active(client, clock, owner, merchant):
 # Your address as the sandbox sees it
 
 
-@pytest.mark.parametrize("page", ["keys:list", "keys:allowlist"])
+@pytest.mark.parametrize("page", ["keys:list", "keys:allowlist-form"])
 def test_pages_show_the_address_the_sandbox_sees(client, fenced, page):
     kwargs = {"merchant_slug": fenced.key.merchant.slug}
-    if page == "keys:allowlist":
+    if page == "keys:allowlist-form":
         kwargs["key_id"] = fenced.key.pk
     url = reverse(page, kwargs=kwargs)
 

@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from dashboard.audit import RequestContext
 from dashboard.forms import CodeForm
+from dashboard.models import AuditEvent
 from keys import services
+from keys.allowlist import parse_allowlist
 from keys.models import ApiKey, KeyStatus
 
 from . import helpers
@@ -28,7 +30,8 @@ def key(owner, merchant, clock):
 FORMS = [
     ("dashboard:sign-in", "account", {"email": "owner@acme.test", "password": helpers.PASSWORD}),
     ("dashboard:sign-out", "account", {}),
-    ("dashboard:account-security", "account", {"code": "123456"}),
+    ("dashboard:backup-codes", "account", {"code": "123456"}),
+    ("dashboard:time-zone", "account", {"time_zone": "UTC"}),
     ("keys:generate", "merchant", {"name": "x", "code": "123456"}),
     ("keys:activate", "key", {"allowlist": "", "code": "123456"}),
     ("keys:deactivate", "key", {"code": "123456"}),
@@ -43,7 +46,7 @@ FORMS = [
 def test_every_form_refuses_a_post_without_the_csrf_token(owner, merchant, key, name, scope, data):
     browser = Client(enforce_csrf_checks=True)
     helpers.sign_in_verified(browser, owner)
-    args = {"account": [], "merchant": [merchant.slug], "key": [merchant.slug, key.pk]}[scope]
+    args = _args(scope, merchant, key)
     before = list(ApiKey.objects.values())
 
     response = browser.post(reverse(name, args=args), data)
@@ -51,6 +54,67 @@ def test_every_form_refuses_a_post_without_the_csrf_token(owner, merchant, key, 
     assert response.status_code == 403
     assert "This form has expired" in response.content.decode()
     assert list(ApiKey.objects.values()) == before
+
+
+# Each URL that changes something, and the page that holds its form.
+ACTIONS = [
+    ("dashboard:sign-out", "account", "dashboard:home"),
+    ("dashboard:backup-codes", "account", "dashboard:account-security"),
+    ("dashboard:time-zone", "account", "dashboard:account-security"),
+    ("keys:generate", "merchant", "keys:generate-form"),
+    ("keys:activate", "key", "keys:activate-form"),
+    ("keys:deactivate", "key", "keys:deactivate-form"),
+    ("keys:allowlist", "key", "keys:allowlist-form"),
+    ("keys:rename", "key", "keys:rename-form"),
+    ("keys:archive", "key", "keys:archive-form"),
+]
+
+
+def _args(scope, merchant, key):
+    return {"account": [], "merchant": [merchant.slug], "key": [merchant.slug, key.pk]}[scope]
+
+
+@pytest.mark.parametrize("method", ["get", "head", "put", "patch", "delete"])
+@pytest.mark.parametrize("name, scope, form_page", ACTIONS, ids=[a[0] for a in ACTIONS])
+def test_every_action_answers_any_method_but_post_with_405(owner, owner_client, merchant, key, name, scope,
+                                                            form_page, method):
+    owner_client.get(reverse("keys:list", args=[merchant.slug]))  # the merchant is already the one last opened
+    before_keys, before_user = list(ApiKey.objects.values()), list(type(owner).objects.values())
+    before_events = AuditEvent.objects.count()
+
+    response = getattr(owner_client, method)(reverse(name, args=_args(scope, merchant, key)))
+
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    if method != "head":
+        form_url = reverse(form_page, args=_args(scope, merchant, key) if scope != "account" else [])
+        assert f'href="{form_url}"' in response.content.decode()
+    assert list(ApiKey.objects.values()) == before_keys
+    assert list(type(owner).objects.values()) == before_user
+    assert AuditEvent.objects.count() == before_events
+    assert owner_client.get(reverse("keys:list", args=[merchant.slug])).status_code == 200  # still signed in
+
+
+@pytest.mark.parametrize("name, scope, form_page", [a for a in ACTIONS if a[0].startswith("keys:")],
+                         ids=[a[0] for a in ACTIONS if a[0].startswith("keys:")])
+def test_each_form_page_posts_to_its_action_and_takes_no_post_itself(owner, owner_client, merchant, key, clock, name,
+                                                                     scope, form_page):
+    context = RequestContext("198.51.100.7", "pytest")
+    if name in ("keys:deactivate", "keys:archive"):
+        services.activate_key(actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+                              code=helpers.current_code(owner), context=context)
+        clock.next_code_step()
+    if name == "keys:archive":
+        services.deactivate_key(actor=owner, merchant=merchant, key_id=key.pk, code=helpers.current_code(owner),
+                                context=context)
+        clock.next_code_step()
+    args = _args(scope, merchant, key)
+
+    page = owner_client.get(reverse(form_page, args=args))
+
+    assert page.status_code == 200
+    assert f'<form method="post" action="{reverse(name, args=args)}"' in page.content.decode()
+    assert owner_client.post(reverse(form_page, args=args), {"name": "x", "code": "123456"}).status_code == 405
 
 
 @HYPOTHESIS
@@ -104,3 +168,31 @@ def test_extra_fields_posted_to_generate_are_ignored(owner, owner_client, mercha
     assert created.status == KeyStatus.GENERATED
     assert created.encrypted_secret == ""
     assert created.public_key != "active"
+
+
+EXTRA_FIELDS = {"merchant": "0", "status": "archived", "secret": "A" * 43, "encrypted_secret": "x",
+                "public_key": "sbx_planted", "allowed_networks": "0.0.0.0/0", "created_by": "0"}
+
+
+def test_extra_fields_posted_to_rename_are_ignored(owner_client, merchant, key):
+    before = ApiKey.objects.values().get(pk=key.pk)
+
+    owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), {"name": "Renamed", **EXTRA_FIELDS})
+
+    after = ApiKey.objects.values().get(pk=key.pk)
+    assert after["name"] == "Renamed"
+    assert {field: value for field, value in after.items() if field not in ("name", "updated_at")} == \
+        {field: value for field, value in before.items() if field not in ("name", "updated_at")}
+
+
+def test_extra_fields_posted_to_activate_are_ignored(owner, owner_client, merchant, key):
+    response = owner_client.post(reverse("keys:activate", args=[merchant.slug, key.pk]),
+                                 {"allowlist": "203.0.113.7", "code": helpers.current_code(owner), **EXTRA_FIELDS})
+
+    key.refresh_from_db()
+    assert response.status_code == 200
+    assert key.status == KeyStatus.ACTIVE
+    assert key.merchant == merchant and key.created_by == owner
+    assert key.allowed_networks == ["203.0.113.7"]
+    assert key.public_key != "sbx_planted"
+    assert "A" * 43 not in response.content.decode()

@@ -62,7 +62,7 @@ class Lifecycle:
         self.post("keys:activate", {"allowlist": "", "code": self.code()}, key)
         self.post("keys:deactivate", {"code": self.code()}, key)
         self.post("keys:archive", {"code": self.code()}, key)
-        self.client.post(reverse("dashboard:account-security"), {"code": self.code()})
+        self.client.post(reverse("dashboard:backup-codes"), {"code": self.code()})
 
     def needles(self) -> dict[str, re.Pattern]:
         found = {"secret": re.compile(re.escape(self.secret))}
@@ -78,9 +78,9 @@ def dashboard_pages(merchant, key) -> list[str]:
     slug = merchant.slug
     pages = [reverse(name, args=[slug]) for name in (
         "dashboard:overview", "dashboard:activity", "dashboard:support", "keys:list", "keys:archived",
-        "keys:generate", "integration:request-log", "integration:signature-check")]
+        "keys:generate-form", "integration:request-log", "integration:signature-check")]
     pages += [reverse(name, args=[slug, key.pk]) for name in (
-        "keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive")]
+        "keys:activate-form", "keys:deactivate-form", "keys:allowlist-form", "keys:rename-form", "keys:archive-form")]
     return pages + [reverse("dashboard:account-security")]
 
 

@@ -57,12 +57,12 @@ def activation(clock, merchant, owner, owner_client, django_capture_on_commit_ca
     """Generate and activate a key through the pages, keeping every response and sending the emails."""
     caplog.set_level(logging.DEBUG)
     helpers.create_member(merchant, Role.OWNER, "second@acme.test")
-    responses = [owner_client.get(url("keys:list", merchant)), owner_client.get(url("keys:generate", merchant))]
+    responses = [owner_client.get(url("keys:list", merchant)), owner_client.get(url("keys:generate-form", merchant))]
     responses.append(
         owner_client.post(url("keys:generate", merchant), {"name": "Checkout", "code": fresh_code(clock, owner)}, follow=True)
     )
     key = ApiKey.objects.for_merchant(merchant).get()
-    responses.append(owner_client.get(url("keys:activate", merchant, key)))
+    responses.append(owner_client.get(url("keys:activate-form", merchant, key)))
     post_data = {"allowlist": "203.0.113.7", "code": fresh_code(clock, owner)}
     with django_capture_on_commit_callbacks(execute=True):
         response = owner_client.post(url("keys:activate", merchant, key), post_data)
@@ -105,10 +105,11 @@ def test_secret_is_in_exactly_one_response(activation, clock, merchant, owner, o
         owner_client.post(url("keys:activate", merchant, key), {"allowlist": "", "code": fresh_code(clock, owner)})
     )
     # Going back and every page afterwards.
-    responses += [get(url(name, merchant)) for name in ("keys:list", "keys:archived", "keys:generate")]
+    responses += [get(url(name, merchant)) for name in ("keys:list", "keys:archived", "keys:generate-form")]
     responses += [
         get(url(name, merchant, key))
-        for name in ("keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive")
+        for name in ("keys:activate-form", "keys:deactivate-form", "keys:allowlist-form", "keys:rename-form",
+                     "keys:archive-form")
     ]
     responses += [
         get(reverse("dashboard:activity", kwargs={"merchant_slug": merchant.slug})),
@@ -119,7 +120,7 @@ def test_secret_is_in_exactly_one_response(activation, clock, merchant, owner, o
     responses.append(
         owner_client.post(url("keys:deactivate", merchant, key), {"code": fresh_code(clock, owner)}, follow=True)
     )
-    responses.append(get(url("keys:activate", merchant, key)))
+    responses.append(get(url("keys:activate-form", merchant, key)))
     reactivated = owner_client.post(
         url("keys:activate", merchant, key), {"allowlist": "", "code": fresh_code(clock, owner)}, follow=True
     )
@@ -224,7 +225,7 @@ def test_reactivation_does_not_show_the_secret_and_says_how_to_get_a_new_pair(ac
     key = activation.key
     owner_client.post(url("keys:deactivate", merchant, key), {"code": fresh_code(clock, owner)})
 
-    page = owner_client.get(url("keys:activate", merchant, key)).content.decode()
+    page = owner_client.get(url("keys:activate-form", merchant, key)).content.decode()
     assert "is not shown again" in page
     assert "deactivate this key and generate a new pair" in page
     assert "Make sure no one can see or record your screen" not in page

@@ -74,7 +74,7 @@ def test_empty_list(clock, merchant, owner_client):
     assert response.status_code == 200
     assert "No API keys yet. Generate one to start calling the sandbox API." in text(response)
     assert "Generate API key" in text(response)
-    assert f'href="{url("keys:generate", merchant)}"' in text(response)
+    assert f'href="{url("keys:generate-form", merchant)}"' in text(response)
     assert "Archived keys (0)" in text(response)
 
 
@@ -103,13 +103,13 @@ def test_list_shows_each_key_with_its_status_addresses_and_allowed_actions(clock
     assert "owner@acme.test" in page
     assert "abcd1234" in page
     # Buttons are those the status allows, in the vendor's words.
-    assert f'href="{url("keys:activate", merchant, generated)}">Activate<' in page
-    assert f'href="{url("keys:activate", merchant, deactivated)}">Activate<' in page
-    assert f'href="{url("keys:deactivate", merchant, active)}">Deactivate<' in page
-    assert url("keys:activate", merchant, active) not in page
-    assert url("keys:deactivate", merchant, generated) not in page
-    assert url("keys:archive", merchant, active) not in page
-    assert url("keys:archive", merchant, generated) in page
+    assert f'href="{url("keys:activate-form", merchant, generated)}">Activate<' in page
+    assert f'href="{url("keys:activate-form", merchant, deactivated)}">Activate<' in page
+    assert f'href="{url("keys:deactivate-form", merchant, active)}">Deactivate<' in page
+    assert url("keys:activate-form", merchant, active) not in page
+    assert url("keys:deactivate-form", merchant, generated) not in page
+    assert url("keys:archive-form", merchant, active) not in page
+    assert url("keys:archive-form", merchant, generated) in page
 
 
 def test_archived_page_lists_only_archived_keys(clock, merchant, owner_client):
@@ -138,7 +138,7 @@ def test_list_shows_only_this_merchants_keys(clock, merchant, owner_client):
 
 
 def test_generate_page_and_post(clock, merchant, owner, owner_client):
-    response = owner_client.get(url("keys:generate", merchant))
+    response = owner_client.get(url("keys:generate-form", merchant))
     assert response.status_code == 200
     assert "2FA code" in text(response)
     assert ">Generate</button>" in text(response)
@@ -168,7 +168,7 @@ def test_generate_refused_at_the_limit_shows_why(clock, merchant, owner, owner_c
 def test_activate_page_warns_before_the_first_activation(clock, merchant, owner_client):
     key = make_key(merchant, allowed=["203.0.113.7"])
 
-    response = owner_client.get(url("keys:activate", merchant, key))
+    response = owner_client.get(url("keys:activate-form", merchant, key))
 
     page = text(response)
     assert response.status_code == 200
@@ -196,7 +196,7 @@ def test_activate_post_shows_the_secret_page(clock, merchant, owner, owner_clien
 def test_reactivation_page_says_the_secret_is_not_shown_again(clock, merchant, owner, owner_client):
     key = make_key(merchant, KeyStatus.DEACTIVATED)
 
-    response = owner_client.get(url("keys:activate", merchant, key))
+    response = owner_client.get(url("keys:activate-form", merchant, key))
     assert "is not shown again" in text(response)
     assert "deactivate this key and generate a new pair" in text(response)
 
@@ -227,7 +227,7 @@ def test_activating_a_second_key_shows_the_vendor_message(clock, merchant, owner
 def test_deactivate_page_and_post(clock, merchant, owner, owner_client):
     key = make_key(merchant, KeyStatus.ACTIVE)
 
-    response = owner_client.get(url("keys:deactivate", merchant, key))
+    response = owner_client.get(url("keys:deactivate-form", merchant, key))
     assert response.status_code == 200
     assert "2FA code" in text(response) and ">Deactivate</button>" in text(response)
 
@@ -241,7 +241,7 @@ def test_deactivate_page_and_post(clock, merchant, owner, owner_client):
 def test_allowlist_page_and_post(clock, merchant, owner, owner_client):
     key = make_key(merchant, KeyStatus.ACTIVE, allowed=["203.0.113.7"])
 
-    response = owner_client.get(url("keys:allowlist", merchant, key))
+    response = owner_client.get(url("keys:allowlist-form", merchant, key))
     assert response.status_code == 200
     assert "IP addresses" in text(response) and "2FA code" in text(response)
     assert "203.0.113.7" in text(response)
@@ -261,7 +261,7 @@ def test_allowlist_page_and_post(clock, merchant, owner, owner_client):
 def test_rename_needs_no_code(clock, merchant, owner_client):
     key = make_key(merchant, KeyStatus.ACTIVE, name="Old")
 
-    response = owner_client.get(url("keys:rename", merchant, key))
+    response = owner_client.get(url("keys:rename-form", merchant, key))
     assert response.status_code == 200
     assert not has_code_form(response)
     assert 'value="Old"' in text(response)
@@ -276,7 +276,7 @@ def test_rename_needs_no_code(clock, merchant, owner_client):
 def test_archive_page_and_post(clock, merchant, owner, owner_client):
     key = make_key(merchant, KeyStatus.DEACTIVATED)
 
-    response = owner_client.get(url("keys:archive", merchant, key))
+    response = owner_client.get(url("keys:archive-form", merchant, key))
     assert response.status_code == 200
     assert "Archiving is permanent" in text(response) and "2FA code" in text(response)
 
@@ -411,8 +411,9 @@ ALLOWING_STATUS = {
 
 
 def _all_urls(merchant, keys):
+    """Every page of the tab, and each action both at its own URL and at its form page's."""
     return [url(name, merchant) for name in MERCHANT_URLS] + [
-        url(name, merchant, keys[status]) for name, status in ALLOWING_STATUS.items()
+        url(name + suffix, merchant, keys[status]) for name, status in ALLOWING_STATUS.items() for suffix in ("", "-form")
     ]
 
 
@@ -468,11 +469,11 @@ def test_another_merchants_key_ids_answer_404(clock, merchant, owner, owner_clie
 
     for name, status in ALLOWING_STATUS.items():
         address = url(name, merchant, theirs[status])
-        assert owner_client.get(address).status_code == 404, address
+        assert owner_client.get(url(f"{name}-form", merchant, theirs[status])).status_code == 404, address
         response = owner_client.post(address, {"name": "Hijack", "allowlist": "", "code": fresh_code(clock, owner)})
         assert response.status_code == 404, address
-        assert owner_client.get(url(name, merchant, theirs[KeyStatus.ARCHIVED])).status_code == 404
-        assert owner_client.get(url(name, merchant, key_id=999_999)).status_code == 404
+        assert owner_client.get(url(f"{name}-form", merchant, theirs[KeyStatus.ARCHIVED])).status_code == 404
+        assert owner_client.get(url(f"{name}-form", merchant, key_id=999_999)).status_code == 404
 
     assert snapshot(other) == before
     assert not key_events(merchant).exists() and not key_events(other).exists()
@@ -497,7 +498,7 @@ def test_action_not_allowed_shows_the_reason_and_no_form(clock, merchant, owner,
     key = make_key(merchant, status, name="Kept")
     before = snapshot(merchant)
 
-    response = owner_client.get(url(view, merchant, key))
+    response = owner_client.get(url(f"{view}-form", merchant, key))
 
     assert response.status_code == 200
     assert reason in text(response)
@@ -521,7 +522,7 @@ def test_name_with_markup_is_escaped(clock, merchant, owner, owner_client):
     key = ApiKey.objects.for_merchant(merchant).get()
     assert key.name == name
 
-    for address in [url("keys:list", merchant), url("keys:activate", merchant, key), url("keys:rename", merchant, key)]:
+    for address in [url("keys:list", merchant), url("keys:activate-form", merchant, key), url("keys:rename-form", merchant, key)]:
         page = text(owner_client.get(address))
         assert "<script>alert" not in page and "<b>bold</b>" not in page, address
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page, address
