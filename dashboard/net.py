@@ -15,7 +15,9 @@ def _trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
+@lru_cache(maxsize=4096)
 def _parse(value: str) -> Address | None:
+    # Cached: every request parses its peer's address, and a server sees few distinct peers at a time.
     try:
         address = ipaddress.ip_address(value.strip())
     except ValueError:

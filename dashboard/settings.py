@@ -206,6 +206,10 @@ KEYS_MAX_UNARCHIVED_PER_MERCHANT = int(os.environ.get("KEYS_MAX_UNARCHIVED_PER_M
 
 # Addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# The sandbox request log is written in batches, at most this late (sandbox/request_log.py); 0 writes each
+# request's row before answering it.
+SANDBOX_REQUEST_LOG_FLUSH_SECONDS = float(os.environ.get("SANDBOX_REQUEST_LOG_FLUSH_SECONDS", "1"))
+SANDBOX_REQUEST_LOG_BATCH_SIZE = 1000
 
 LOGGING = {
     "version": 1,
@@ -217,5 +221,8 @@ LOGGING = {
         "dashboard": {"level": "INFO"},
         "keys": {"level": "INFO"},
         "sandbox": {"level": "INFO"},
+        # Refusals (4xx) are logged once, with their reason, by the loggers above; Django's own line for
+        # each would double them. Its errors (5xx) still come through.
+        "django.request": {"level": "ERROR"},
     },
 }

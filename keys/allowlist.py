@@ -98,11 +98,17 @@ def is_address_allowed(entries: Sequence[str], address: str) -> bool:
     """
     if not entries:
         return True
+    return _is_allowed(tuple(entries), address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_allowed(entries: tuple[str, ...], address: str) -> bool:
+    # The answer depends on nothing but its two arguments, and the sandbox API asks it on every request.
     try:
         client = ipaddress.ip_address(address)
     except ValueError:
         return False
-    networks = _parsed_networks(tuple(entries))
+    networks = _parsed_networks(entries)
     return any(form in network for form in _address_forms(client) for network in networks)
 
 

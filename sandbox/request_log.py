@@ -1,47 +1,105 @@
-"""The last requests of each merchant, and when each key was last used."""
+"""The last requests of each merchant, and when each key was last used.
+
+Rows are written in batches: each process keeps the requests it answered for at most
+``SANDBOX_REQUEST_LOG_FLUSH_SECONDS`` and a background thread inserts them in one transaction. A write per
+request cost the API more than everything else it does together (see bench/). The price: a worker killed
+outright (SIGKILL) loses the requests of its last fraction of a second from the log; a normal stop writes
+them. With the setting at 0 each request writes its own row before it is answered (the test suite's mode).
+"""
 from __future__ import annotations
 
-from datetime import timedelta
+import atexit
+import logging
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from time import monotonic
 
+from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import DatabaseError, IntegrityError, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from keys.models import ApiKey
 
 from .models import REQUEST_LOG_SIZE, ApiRequest
 
+logger = logging.getLogger("sandbox.request_log")
+
 # A key's "last used" is written at most this often, so a busy key does not cost a write per request.
 LAST_USED_INTERVAL = timedelta(minutes=1)
 # Trimming the log every request would double its cost; every hundredth insert of a merchant keeps it near the limit.
 PRUNE_EVERY = 100
+# Rows kept for a retry while the database cannot be written; beyond this the oldest are dropped (and said so).
+MAX_PENDING_ROWS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    merchant_id: int
+    api_key_id: int | None
+    created_at: datetime
+    ip_address: str | None
+    method: str
+    path: str
+    status: int
+    error_code: str
 
 
 def record_request(*, key: ApiKey, client_ip: str | None, method: str, path: str, status: int, error_code: str) -> None:
-    # One plain INSERT: the ORM's save() machinery cost the API a fifth of its throughput (see bench/).
-    table = connection.ops.quote_name(ApiRequest._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                key.merchant_id, key.pk, connection.ops.adapt_datetimefield_value(timezone.now()), client_ip,
-                method[:10], path[:200], status, error_code,
-            ],
-        )
-    if _count_insert(key.merchant_id) % PRUNE_EVERY == 0:
-        prune(key.merchant_id)
+    row = LoggedRequest(key.merchant_id, key.pk, timezone.now(), client_ip, method[:10], path[:200], status, error_code)
+    if settings.SANDBOX_REQUEST_LOG_FLUSH_SECONDS > 0:
+        writer.add(row)
+    else:
+        write_rows([row])
 
 
-def _count_insert(merchant_id: int) -> int:
+def write_rows(rows: list[LoggedRequest]) -> None:
+    """Insert ``rows`` in one transaction, then trim the log of each merchant that has grown enough."""
+    insert_rows(rows)
+    trim_after_insert(rows)
+
+
+def insert_rows(rows: list[LoggedRequest]) -> None:
+    connection = connections[ApiRequest.objects.db]
+    adapt = connection.ops.adapt_datetimefield_value
+    # Plain SQL: the ORM's save() and bulk_create() machinery cost more than the insert itself on this path.
+    statement = (
+        f"INSERT INTO {connection.ops.quote_name(ApiRequest._meta.db_table)}"
+        " (merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+    values = [
+        (row.merchant_id, row.api_key_id, adapt(row.created_at), row.ip_address, row.method, row.path, row.status,
+         row.error_code)
+        for row in rows
+    ]
+    if len(values) == 1:  # one statement is atomic already; a transaction around it would cost two more
+        with connection.cursor() as cursor:
+            cursor.execute(statement, values[0])
+        return
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        cursor.executemany(statement, values)
+
+
+def trim_after_insert(rows: list[LoggedRequest]) -> None:
+    for merchant_id, inserted in Counter(row.merchant_id for row in rows).items():
+        total = _count_inserts(merchant_id, inserted)
+        if total // PRUNE_EVERY != (total - inserted) // PRUNE_EVERY:
+            prune(merchant_id)
+
+
+def _count_inserts(merchant_id: int, inserted: int) -> int:
     """Inserts of this merchant so far (per cache lifetime), shared by all workers through the cache."""
     counter = f"request-log-inserts:{merchant_id}"
     cache.add(counter, 0, timeout=None)
     try:
-        return cache.incr(counter)
+        return cache.incr(counter, inserted)
     except ValueError:
-        cache.add(counter, 1, timeout=None)
-        return 1
+        cache.add(counter, inserted, timeout=None)
+        return inserted
 
 
 def prune(merchant_id: int) -> int:
@@ -54,6 +112,118 @@ def prune(merchant_id: int) -> int:
         return 0
     deleted, _ = ApiRequest.objects.filter(merchant_id=merchant_id, id__lt=oldest_kept[0]).delete()
     return deleted
+
+
+class BatchWriter:
+    """This process's requests not yet in the log.
+
+    A batch is written once it is due (``SANDBOX_REQUEST_LOG_BATCH_SIZE`` rows, or its oldest row
+    ``SANDBOX_REQUEST_LOG_FLUSH_SECONDS`` old): by the request thread after its response has gone out
+    (``flush_if_due`` on ``request_finished``), so no client waits for it and no thread competes for the GIL
+    under load; when no request comes, by a background thread that wakes as often as the interval.
+    """
+
+    def __init__(self) -> None:
+        self._forget()
+        atexit.register(self.close)
+        # A forked worker starts empty and with no thread: the parent writes what it had.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._pending: list[LoggedRequest] = []
+        self._oldest = 0.0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    def add(self, row: LoggedRequest) -> None:
+        with self._lock:
+            if not self._pending:
+                self._oldest = monotonic()
+            self._pending.append(row)
+            if self._thread is None:
+                self._thread = self._start_idle_writer()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def is_due(self) -> bool:
+        with self._lock:
+            return bool(self._pending) and (
+                len(self._pending) >= settings.SANDBOX_REQUEST_LOG_BATCH_SIZE
+                or monotonic() - self._oldest >= settings.SANDBOX_REQUEST_LOG_FLUSH_SECONDS
+            )
+
+    def flush_if_due(self, **signal_kwargs) -> None:
+        if self.is_due():
+            self.flush()
+
+    def flush(self) -> int:
+        """Write every pending row now; returns how many were written."""
+        with self._lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return 0
+        try:
+            insert_rows(rows)
+        except IntegrityError:
+            # A row whose merchant was deleted meanwhile: write the others, one by one.
+            rows = self._insert_each(rows)
+        except DatabaseError:
+            logger.exception("could not write %d request-log rows; kept for the next attempt", len(rows))
+            self._keep(rows)
+            return 0
+        try:
+            trim_after_insert(rows)
+        except DatabaseError:
+            logger.exception("could not trim the request log; the next batch tries again")
+        return len(rows)
+
+    @staticmethod
+    def _insert_each(rows: list[LoggedRequest]) -> list[LoggedRequest]:
+        written = []
+        for row in rows:
+            try:
+                insert_rows([row])
+            except IntegrityError:
+                continue
+            written.append(row)
+        logger.warning("dropped %d request-log rows whose merchant or key no longer exists", len(rows) - len(written))
+        return written
+
+    def _keep(self, rows: list[LoggedRequest]) -> None:
+        with self._lock:
+            if not self._pending:
+                self._oldest = monotonic()
+            self._pending[:0] = rows
+            dropped = len(self._pending) - MAX_PENDING_ROWS
+            if dropped > 0:
+                del self._pending[:dropped]
+                logger.error("dropped the %d oldest request-log rows: the database has refused writes too long", dropped)
+
+    def _start_idle_writer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._write_when_idle, name="request-log-writer", daemon=True)
+        thread.start()
+        return thread
+
+    def _write_when_idle(self) -> None:
+        while not self._closing.wait(settings.SANDBOX_REQUEST_LOG_FLUSH_SECONDS):
+            if self.is_due():
+                # As at the end of a request: drop a connection that is broken or past CONN_MAX_AGE.
+                close_old_connections()
+                self.flush()
+        connections.close_all()
+
+    def close(self) -> None:
+        """Stop the idle-time thread and write what is pending: at the process's normal exit."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+
+writer = BatchWriter()
 
 
 def mark_used(key: ApiKey, client_ip: str | None) -> None:

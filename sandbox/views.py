@@ -15,7 +15,7 @@ from dashboard.net import client_ip
 from . import request_log
 from .authentication import authenticate, find_key, read_body
 from .errors import MethodNotAllowed, NotFound, SandboxError, Unavailable
-from .models import Balance, Currency
+from .models import Currency, balances_of
 
 logger = logging.getLogger("sandbox.api")
 
@@ -72,13 +72,9 @@ def ping(request):
 
 @signed_endpoint
 def accounts_list(request, signed):
-    # Two plain queries compile faster than one with a subquery (the sandbox's hot path: see bench/).
-    balances = dict(
-        Balance.objects.filter(merchant_id=signed.key.merchant_id).order_by().values_list("currency_id", "amount")
-    )
     data = [
-        {"currency": code, "type": type_, "balance": decimal_text(balances.get(currency_id, Decimal(0)))}
-        for currency_id, code, type_ in Currency.objects.order_by("id").values_list("id", "code", "type")
+        {"currency": code, "type": type_, "balance": decimal_text(amount)}
+        for code, type_, amount in balances_of(signed.key.merchant_id)
     ]
     return JsonResponse({"data": data})
 

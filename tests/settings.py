@@ -27,3 +27,7 @@ WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # One file per test process, so runs side by side never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
+
+# Each request writes its own request-log row before it is answered, so tests read the log straight away;
+# tests/test_request_log_batches.py covers the batched writer production uses.
+SANDBOX_REQUEST_LOG_FLUSH_SECONDS = 0

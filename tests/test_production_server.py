@@ -24,6 +24,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from dashboard.models import Role
+from sandbox.models import ApiRequest
 from keys.crypto import sign
 
 from . import helpers
@@ -92,6 +93,8 @@ def gunicorn(transactional_db, tmp_path):
         "TRUSTED_PROXIES": "127.0.0.1",
         "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
         "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+        # The request log's batches are then written only by the workers' shutdown, which the test checks.
+        "SANDBOX_REQUEST_LOG_FLUSH_SECONDS": "3600",
     }
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"], cwd=ROOT, env=env, check=True)
     port = _free_port()
@@ -110,9 +113,15 @@ def gunicorn(transactional_db, tmp_path):
     else:
         process.kill()
         pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text())
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
+
+
+    def stop():
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+    yield port, stop
+    stop()
     log.close()
 
 
@@ -125,7 +134,8 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
     owner.save(update_fields=["password"])
     backup_codes = [f"{n:010d}" for n in range(1111111111, 1111111111 + 5)]
     helpers.give_backup_codes(owner, backup_codes)
-    client = ProxyClient(gunicorn)
+    port, stop_gunicorn = gunicorn
+    client = ProxyClient(port)
 
     response, _ = client.request("GET", "/api/v2/ping")
     assert response.status == 200
@@ -169,3 +179,9 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
         response, content = client.request("POST", "/api/v2/accounts/list", body, headers)
         assert response.status == 403
         assert json.loads(content) == {"error": "Bad key header", "code": "bad_header_key"}
+
+    # The request log: held in each worker's batch while it serves, written when the worker stops.
+    assert not ApiRequest.objects.filter(merchant=merchant).exists()
+    stop_gunicorn()
+    logged = list(ApiRequest.objects.filter(merchant=merchant).values_list("status", "error_code"))
+    assert sorted(logged) == [(200, "")] * 6 + [(403, "bad_header_key")] * 4

@@ -1,0 +1,188 @@
+"""The request log as production writes it: in batches, after the response has gone out.
+
+The rest of the suite runs with SANDBOX_REQUEST_LOG_FLUSH_SECONDS = 0 (each row written before the answer);
+here the batched writer is on, with the process's writer emptied before and after each test. Time is the
+writer's monotonic clock, replaced by a counter the test moves. The gunicorn test in
+test_production_server.py checks the same path across real worker processes and their shutdown.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+from django.db import DatabaseError
+from django.test import override_settings
+
+from sandbox import request_log
+from sandbox.models import ApiRequest
+
+from .sandbox_support import ALLOWED_IP, api, assert_accepted, assert_error
+
+INTERVAL = 1.0
+
+
+class FakeMonotonic:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def writer(monkeypatch):
+    clock = FakeMonotonic()
+    monkeypatch.setattr(request_log, "monotonic", clock)
+    request_log.writer._forget()
+    with override_settings(SANDBOX_REQUEST_LOG_FLUSH_SECONDS=INTERVAL, SANDBOX_REQUEST_LOG_BATCH_SIZE=5):
+        yield request_log.writer, clock
+    request_log.writer._forget()
+
+
+def no_idle_thread(monkeypatch):
+    """Keep the idle-time thread from starting, so only the test decides when a batch is written."""
+    monkeypatch.setattr(request_log.writer, "_start_idle_writer", lambda: None)
+
+
+def logged(merchant) -> list[tuple]:
+    return list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("status", "error_code", "api_key_id"))
+
+
+def test_requests_are_held_until_a_batch_is_due_then_written_in_order(client, clock, key_pair, merchant, writer,
+                                                                      monkeypatch):
+    batch, fake_time = writer
+    no_idle_thread(monkeypatch)
+
+    assert_accepted(api(client, pair=key_pair))
+    assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+
+    assert logged(merchant) == []
+    assert batch.pending() == 2 and not batch.is_due()
+
+    fake_time.now += INTERVAL
+    assert batch.is_due()
+    assert_accepted(api(client, pair=key_pair))  # its request_finished writes the batch, itself included
+
+    assert batch.pending() == 0
+    assert logged(merchant) == [(200, "", key_pair.key.pk), (403, "bad_header_signature", key_pair.key.pk),
+                                (200, "", key_pair.key.pk)]
+
+
+def test_a_full_batch_is_written_at_once_whatever_its_age(client, clock, key_pair, merchant, writer, monkeypatch):
+    batch, _ = writer
+    no_idle_thread(monkeypatch)
+
+    for _ in range(4):
+        assert_accepted(api(client, pair=key_pair))
+    assert logged(merchant) == [] and batch.pending() == 4
+
+    assert_accepted(api(client, pair=key_pair))  # the fifth: SANDBOX_REQUEST_LOG_BATCH_SIZE
+
+    assert len(logged(merchant)) == 5 and batch.pending() == 0
+
+
+def test_the_answer_does_not_wait_for_the_log(client, clock, key_pair, merchant, writer, monkeypatch,
+                                              django_assert_max_num_queries):
+    no_idle_thread(monkeypatch)
+    api(client, pair=key_pair)  # "last used" written once, now fresh
+
+    # Key lookup and balances; no INSERT: the row waits in the batch.
+    with django_assert_max_num_queries(2) as captured:
+        assert_accepted(api(client, pair=key_pair))
+    assert not any(query["sql"].startswith("INSERT") for query in captured.captured_queries)
+
+
+def test_rows_the_database_refuses_are_kept_and_written_by_the_next_flush(key_pair, merchant, writer, monkeypatch,
+                                                                          caplog):
+    batch, _ = writer
+    no_idle_thread(monkeypatch)
+    row = request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, ALLOWED_IP, "POST",
+                                    "/api/v2/accounts/list", 200, "")
+    batch.add(row)
+    real_insert = request_log.insert_rows
+
+    def unreachable(rows):
+        raise DatabaseError("connection refused")
+
+    monkeypatch.setattr(request_log, "insert_rows", unreachable)
+    with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
+        assert batch.flush() == 0
+    assert batch.pending() == 1 and logged(merchant) == []
+    assert "could not write 1 request-log rows" in caplog.text
+
+    monkeypatch.setattr(request_log, "insert_rows", real_insert)
+    assert batch.flush() == 1
+    assert logged(merchant) == [(200, "", key_pair.key.pk)]
+
+
+def test_pending_rows_are_capped_while_the_database_refuses_them(key_pair, merchant, writer, monkeypatch, caplog):
+    batch, _ = writer
+    no_idle_thread(monkeypatch)
+    monkeypatch.setattr(request_log, "MAX_PENDING_ROWS", 3)
+    monkeypatch.setattr(request_log, "insert_rows", lambda rows: (_ for _ in ()).throw(DatabaseError("down")))
+    for status in (200, 201, 202, 203, 204):
+        batch.add(request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, None, "POST",
+                                            "/x", status, ""))
+
+    with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
+        batch.flush()
+
+    assert [row.status for row in batch._pending] == [202, 203, 204]
+    assert "dropped the 2 oldest request-log rows" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_whose_merchant_is_gone_is_dropped_and_the_rest_written(writer, monkeypatch, caplog):
+    from dashboard.models import Merchant
+
+    batch, _ = writer
+    no_idle_thread(monkeypatch)
+    merchant = Merchant.objects.create(name="Still here", slug="still-here")
+    for merchant_id in (merchant.pk, merchant.pk + 1000, merchant.pk):
+        batch.add(request_log.LoggedRequest(merchant_id, None, merchant.created_at, None, "POST", "/x", 200, ""))
+
+    with caplog.at_level(logging.WARNING, logger="sandbox.request_log"):
+        assert batch.flush() == 2
+
+    assert ApiRequest.objects.filter(merchant=merchant).count() == 2
+    assert not ApiRequest.objects.exclude(merchant=merchant).exists()
+    assert "dropped 1 request-log rows whose merchant or key no longer exists" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_idle_thread_writes_a_batch_once_it_is_due_and_close_writes_the_rest(writer, monkeypatch):
+    from dashboard.models import Merchant
+
+    batch, fake_time = writer
+    merchant = Merchant.objects.create(name="Quiet", slug="quiet")
+    with override_settings(SANDBOX_REQUEST_LOG_FLUSH_SECONDS=0.01):  # the thread's wake-up period
+        batch.add(request_log.LoggedRequest(merchant.pk, None, merchant.created_at, None, "POST", "/x", 200, ""))
+        fake_time.now += 1
+        deadline = time.monotonic() + 10
+        while batch.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batch.pending() == 0
+        assert list(ApiRequest.objects.values_list("status", flat=True)) == [200]
+
+        batch.add(request_log.LoggedRequest(merchant.pk, None, merchant.created_at, None, "POST", "/x", 201, ""))
+        batch.close()  # not due yet (the clock stands still), but the process is ending
+
+    assert not batch._thread.is_alive()
+    assert sorted(ApiRequest.objects.values_list("status", flat=True)) == [200, 201]
+
+
+def test_a_forked_worker_starts_with_an_empty_batch(key_pair, merchant, writer, monkeypatch):
+    batch, _ = writer
+    no_idle_thread(monkeypatch)
+    batch.add(request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, None, "POST", "/x",
+                                        200, ""))
+
+    child = os.fork()
+    if child == 0:  # the worker: what it inherited is the parent's to write
+        os._exit(0 if batch.pending() == 0 and batch._thread is None else 1)
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert batch.pending() == 1
