@@ -6,7 +6,6 @@ import time
 
 from django.contrib import messages
 from django.contrib.auth import authenticate, get_user_model, login, logout
-from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -25,6 +24,7 @@ from .audit import RequestContext, record
 from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm, TimeZoneForm
 from .models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
 from .qr import qr_code_svg
+from .timeline import timeline_page
 
 PENDING_SIGN_IN_KEY = "pending_sign_in"
 # Long enough to open an authenticator app, short enough that an abandoned screen goes stale.
@@ -252,9 +252,8 @@ class ActivityView(OwnerRequiredMixin, TemplateView):
     template_name = "dashboard/activity.html"
 
     def get_context_data(self, **kwargs):
-        events = AuditEvent.objects.for_merchant(self.merchant).order_by("-created_at", "-id")
-        page = Paginator(events, ACTIVITY_PAGE_SIZE).get_page(self.request.GET.get("page"))
-        return super().get_context_data(page=page, events=page.object_list, **kwargs)
+        page = timeline_page(AuditEvent.objects.for_merchant(self.merchant), self.request.GET, ACTIVITY_PAGE_SIZE)
+        return super().get_context_data(page=page, events=page.entries, **kwargs)
 
 
 class AccountSecurityView(VerifiedUserRequiredMixin, TemplateView):

@@ -101,21 +101,76 @@ def targets(response):
 
 
 def test_activity_lists_the_merchants_events_newest_first_in_pages_of_50(owner_client, merchant, clock):
-    make_events(merchant, 51)
+    events = make_events(merchant, 51)
 
     first = owner_client.get(activity(merchant))
-    second = owner_client.get(activity(merchant), {"page": 2})
+    html = first.content.decode()
+    older_link = f'href="?before={events[1].pk}"'
+    second = owner_client.get(activity(merchant), {"before": events[1].pk})
 
     assert first.status_code == second.status_code == 200
     assert targets(first) == [f"event-{n:02d}" for n in range(51, 1, -1)]
-    assert targets(second) == ["event-01"]
-    assert first.context["page"].paginator.num_pages == 2
-    html = first.content.decode()
-    assert "Page 1 of 2" in html
-    assert 'href="?page=2"' in html
+    assert older_link in html and "Newer" not in html
     assert html.index("event-51") < html.index("event-50") < html.index("event-02")
     assert "event-01" not in html
-    assert "Page 2 of 2" in second.content.decode()
+    assert targets(second) == ["event-01"]
+    assert f'href="?after={events[0].pk}"' in second.content.decode() and "Older" not in second.content.decode()
+    # Back from the oldest page: the newest page again.
+    assert targets(owner_client.get(activity(merchant), {"after": events[0].pk})) == targets(first)
+
+
+def walk(client, merchant, direction: str, start: dict) -> list[list[str]]:
+    """Follow the Older (or Newer) links from the page ``start`` opens, collecting each page's targets."""
+    pages, query = [], start
+    while True:
+        response = client.get(activity(merchant), query)
+        pages.append(targets(response))
+        link = response.context["page"].older_than if direction == "older" else response.context["page"].newer_than
+        if link is None:
+            return pages
+        query = {"before" if direction == "older" else "after": link}
+
+
+def test_older_and_newer_links_walk_every_event_once_in_order_even_with_equal_times(owner_client, merchant, clock):
+    # 120 events, three at each instant: the (time, id) order decides within an instant.
+    at = timezone.now() - timedelta(days=1)
+    AuditEvent.objects.bulk_create(
+        AuditEvent(merchant=merchant, action=AuditAction.KEY_RENAMED, target=f"e{n:03d}",
+                   created_at=at + timedelta(seconds=n // 3))
+        for n in range(120)
+    )
+    newest_first = [f"e{n:03d}" for n in range(119, -1, -1)]
+
+    down = walk(owner_client, merchant, "older", {})
+    assert [len(page) for page in down] == [50, 50, 20]
+    assert sum(down, []) == newest_first
+
+    up = walk(owner_client, merchant, "newer", {"before": AuditEvent.objects.get(target="e020").pk})
+    assert up[0] == newest_first[-20:]
+    assert sum(reversed(up), []) == newest_first
+
+
+@pytest.mark.parametrize("query", [
+    {"before": "abc"}, {"before": "-5"}, {"before": "１２"}, {"before": "9" * 40}, {"before": ""},
+    {"after": "999999"}, {"before": "999999"}, {"after": "1e3"},
+])
+def test_a_mangled_or_unknown_page_link_opens_the_newest_page(owner_client, merchant, clock, query):
+    make_events(merchant, 3)
+
+    response = owner_client.get(activity(merchant), query)
+
+    assert response.status_code == 200
+    assert targets(response) == ["event-03", "event-02", "event-01"]
+
+
+def test_a_link_naming_another_merchants_event_shows_nothing_of_theirs(owner_client, merchant, clock):
+    other = helpers.create_merchant("Rival Payments")
+    theirs = make_events(other, 60, prefix="theirs")
+    make_events(merchant, 2, prefix="ours")
+
+    for query in ({"before": theirs[30].pk}, {"after": theirs[30].pk}):
+        response = owner_client.get(activity(merchant), query)
+        assert targets(response) == ["ours-02", "ours-01"]
 
 
 def test_events_at_the_same_instant_are_ordered_by_arrival(owner_client, merchant, clock):
