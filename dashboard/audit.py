@@ -23,7 +23,8 @@ class RequestContext:
     def from_request(cls, request) -> RequestContext:
         return cls(
             ip_address=client_ip(request),
-            user_agent=request.META.get("HTTP_USER_AGENT", "")[:USER_AGENT_MAX_LENGTH],
+            # NUL is not text PostgreSQL will store; a client may send it in any header.
+            user_agent=request.META.get("HTTP_USER_AGENT", "").replace("\x00", "")[:USER_AGENT_MAX_LENGTH],
         )
 
 

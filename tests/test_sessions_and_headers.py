@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.core import mail
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -54,8 +55,33 @@ def test_sign_out_deletes_the_session_on_the_server(owner_client, merchant):
     assert not Session.objects.filter(session_key=session_key).exists()
 
 
-def test_dashboard_pages_carry_the_security_headers(owner_client, merchant):
-    response = keys_page(owner_client, merchant)
+# Every kind of dashboard page: merchant pages, key forms, account pages, a 405, a 404, the sign-in pages.
+HEADER_PAGES = [
+    ("keys:list", "merchant"), ("keys:archived", "merchant"), ("keys:generate-form", "merchant"),
+    ("keys:activate-form", "key"), ("keys:allowlist-form", "key"), ("keys:activate", "key"),
+    ("dashboard:overview", "merchant"), ("dashboard:activity", "merchant"), ("dashboard:support", "merchant"),
+    ("integration:request-log", "merchant"), ("integration:signature-check", "merchant"),
+    ("dashboard:account-security", "account"), ("dashboard:time-zone", "account"), ("dashboard:sign-in", "account"),
+]
+
+
+@pytest.mark.parametrize("name, scope", HEADER_PAGES, ids=[page[0] for page in HEADER_PAGES])
+def test_dashboard_pages_carry_the_security_headers(owner_client, owner, merchant, name, scope):
+    key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "c" * 40, created_by=owner)
+    args = {"account": [], "merchant": [merchant.slug], "key": [merchant.slug, key.pk]}[scope]
+
+    response = owner_client.get(reverse(name, args=args))
+
+    assert response.status_code in (200, 302, 405)
+    assert_security_headers(response)
+
+
+def test_error_pages_carry_the_security_headers(owner_client, client):
+    assert_security_headers(owner_client.get("/m/no-such-merchant/keys/"))
+    assert_security_headers(client.get(reverse("dashboard:sign-in-code")))
+
+
+def assert_security_headers(response):
     csp = response["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "style-src 'self'" in csp
     assert "unsafe-inline" not in csp
@@ -64,7 +90,8 @@ def test_dashboard_pages_carry_the_security_headers(owner_client, merchant):
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
-    assert "no-store" in response["Cache-Control"]
+    if response.status_code == 200:
+        assert "no-store" in response["Cache-Control"]
 
 
 @override_settings(SECURE_HSTS_SECONDS=31536000, TRUSTED_PROXIES=["10.0.0.2"])
@@ -125,3 +152,21 @@ def test_a_forced_error_leaves_no_code_or_body_in_the_log_or_the_error_email(own
     for text in [logged] + [message.body for message in mail.outbox]:
         assert not re.search(rf"(?<![0-9]){code}(?![0-9])", text)
     assert "boom" in logged, "the error itself is logged"
+
+
+@pytest.mark.parametrize(
+    ("backend", "warned"),
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", True),
+        ("django.core.cache.backends.dummy.DummyCache", True),
+        ("django.core.cache.backends.redis.RedisCache", False),
+    ],
+)
+def test_check_deploy_warns_when_the_cache_is_not_shared_between_workers(backend, warned):
+    from django.core import checks
+
+    with override_settings(CACHES={"default": {"BACKEND": backend, "LOCATION": "redis://127.0.0.1:6379/9"}}):
+        found = [message.id for message in checks.run_checks(include_deployment_checks=True)
+                 if message.id == "dashboard.W001"]
+
+    assert found == (["dashboard.W001"] if warned else [])

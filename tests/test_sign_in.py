@@ -576,3 +576,14 @@ def test_a_very_long_user_agent_is_cut_to_fit(owner, clock):
 
     assert AuditEvent.objects.get(action=AuditAction.SIGN_IN).user_agent == "A" * 300
 
+
+
+def test_a_user_agent_with_nul_characters_is_audited_without_them_never_a_500(client, owner):
+    # PostgreSQL refuses text containing NUL; the audit trail stores the User-Agent header as sent.
+    response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": "not the password at all"},
+                           HTTP_USER_AGENT="Mozilla/5.0\x00<script>")
+
+    assert response.status_code == 200
+    assert SIGN_IN_REFUSED_MESSAGE in response.content.decode()
+    event = AuditEvent.objects.get(action=AuditAction.SIGN_IN_FAILED)
+    assert event.user_agent == "Mozilla/5.0<script>"
