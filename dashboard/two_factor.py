@@ -35,12 +35,11 @@ BACKUP_DEVICE_NAME = "Backup codes"
 BACKUP_CODE_COUNT = 10
 BACKUP_CODE_DIGITS = 10
 
-_TOTP_CODE = re.compile(r"[0-9]{6}")
-_BACKUP_CODE = re.compile(r"[0-9]{%d}" % BACKUP_CODE_DIGITS)
-# Authenticator apps display "123 456" and backup codes are printed "12345-67890": spaces anywhere,
-# hyphens only between digits (so "-123456" is not a code).
+# Authenticator apps display "123 456": whitespace is dropped first. Then exactly six ASCII digits, or a
+# backup code as the sheet prints it ("12345-67890") or without its hyphen; nothing else.
 _WHITESPACE = re.compile(r"\s")
-_HYPHENATED_DIGITS = re.compile(r"[0-9]+(?:-[0-9]+)*")
+_TOTP_CODE = re.compile(r"[0-9]{6}")
+_BACKUP_CODE = re.compile(r"([0-9]{%d})-?([0-9]{%d})" % (BACKUP_CODE_DIGITS // 2, BACKUP_CODE_DIGITS // 2))
 MAX_CODE_INPUT_LENGTH = 32
 
 MALFORMED_CODE_MESSAGE = "Enter the 6-digit code from your authenticator app, or a 10-digit backup code."
@@ -65,13 +64,11 @@ def parse_code(raw: str) -> ParsedCode:
     if raw is None or len(raw) > MAX_CODE_INPUT_LENGTH:
         raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
     value = _WHITESPACE.sub("", raw)
-    if not _HYPHENATED_DIGITS.fullmatch(value):
-        raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
-    value = value.replace("-", "")
     if _TOTP_CODE.fullmatch(value):
         return ParsedCode(CodeKind.TOTP, value)
-    if _BACKUP_CODE.fullmatch(value):
-        return ParsedCode(CodeKind.BACKUP, value)
+    backup = _BACKUP_CODE.fullmatch(value)
+    if backup:
+        return ParsedCode(CodeKind.BACKUP, backup.group(1) + backup.group(2))
     raise ValidationError(MALFORMED_CODE_MESSAGE, code="malformed")
 
 
@@ -157,7 +154,7 @@ def verify_fresh_code(
     the caller's action runs, so a failed action never rolls back a failure count (as django-otp's
     ``OTPAuthenticationFormMixin.clean_otp`` does). Returns the device that accepted the code.
     """
-    until = rate_limit.blocked_until(user.email)
+    until = rate_limit.begin_attempt(user.email)
     if until is not None:
         refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=until)
         record(
@@ -169,7 +166,6 @@ def verify_fresh_code(
         code = parse_code(raw_code)
     except ValidationError:
         refusal = CodeRefused(RefusalReason.MALFORMED)
-        rate_limit.record_failure(user.email)
         record(
             AuditAction.OTP_FAILED, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED,
             context=context, details={"purpose": purpose, "reason": refusal.reason.value},
@@ -187,8 +183,9 @@ def verify_fresh_code(
             details["reason"] = refusal.reason.value
             action = AuditAction.OTP_THROTTLED if refusal.reason is RefusalReason.THROTTLED else AuditAction.OTP_FAILED
             record(action, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED, context=context, details=details)
-    if refusal is not None and refusal.reason in (RefusalReason.WRONG, RefusalReason.REUSED, RefusalReason.NO_DEVICE):
-        rate_limit.record_failure(user.email)
+    if refusal is None or refusal.reason not in (RefusalReason.WRONG, RefusalReason.REUSED, RefusalReason.NO_DEVICE):
+        # Accepted, or held back by django-otp's own delay: not a failure of this account's ceiling.
+        rate_limit.attempt_succeeded(user.email)
     if refusal is not None:
         raise refusal
     return device

@@ -79,7 +79,7 @@ class SignInView(View):
         if form.is_valid():
             email = form.cleaned_data["email"]
             context = RequestContext.from_request(request)
-            until = rate_limit.blocked_until(email)
+            until = rate_limit.begin_attempt(email)
             user = None
             if until is not None:
                 record(
@@ -89,8 +89,9 @@ class SignInView(View):
                 form.add_error(None, rate_limit.retry_message(until))
             else:
                 user = authenticate(request, email=email, password=form.cleaned_data["password"])
-                if user is None:
-                    rate_limit.record_failure(email)
+                if user is not None:
+                    rate_limit.attempt_succeeded(email)
+                else:
                     known = get_user_model().objects.filter(email__iexact=email).first()
                     record(
                         AuditAction.SIGN_IN_FAILED, actor=known, actor_email=email, outcome=AuditOutcome.REFUSED,

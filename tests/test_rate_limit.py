@@ -1,4 +1,6 @@
 """At most AUTH_FAILURES_PER_HOUR failed sign-in or 2FA attempts per account per hour are processed."""
+import threading
+
 import pytest
 from django.test import override_settings
 from django.urls import reverse
@@ -58,7 +60,44 @@ def test_wrong_codes_count_towards_the_limit_and_then_even_a_right_code_is_refus
 
 
 def test_counts_are_kept_per_account_case_insensitively(clock):
-    rate_limit.record_failure("Someone@Example.test")
     with override_settings(AUTH_FAILURES_PER_HOUR=1):
-        assert rate_limit.blocked_until("someone@example.test") is not None
-        assert rate_limit.blocked_until("other@example.test") is None
+        assert rate_limit.begin_attempt("Someone@Example.test") is None
+        assert rate_limit.begin_attempt("someone@example.test") is not None
+        assert rate_limit.begin_attempt("other@example.test") is None
+
+
+def test_the_ceiling_is_100_failures_an_hour_by_default(client, owner, clock):
+    for _ in range(100):
+        assert rate_limit.begin_attempt(owner.email) is None
+    response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+    assert "Too many failed attempts for this account. Try again after 13:00 UTC." in response.content.decode()
+
+
+@override_settings(AUTH_FAILURES_PER_HOUR=3)
+def test_successes_do_not_count_towards_the_ceiling(client, owner, clock):
+    for _ in range(5):
+        response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+        assert response.status_code == 302
+    for _ in range(3):
+        client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": "wrong"})
+    response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+    assert "Too many failed attempts" in response.content.decode()
+
+
+@override_settings(AUTH_FAILURES_PER_HOUR=5)
+def test_attempts_at_the_same_moment_cannot_pass_the_ceiling_together(owner, clock):
+    """Twenty threads begin an attempt at once, as twenty workers would: five are processed, not twenty."""
+    start = threading.Barrier(20)
+    answers = []
+
+    def attempt():
+        start.wait()
+        answers.append(rate_limit.begin_attempt(owner.email))
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(answer is None for answer in answers) == 5
