@@ -196,3 +196,66 @@ def test_extra_fields_posted_to_activate_are_ignored(owner, owner_client, mercha
     assert key.allowed_networks == ["203.0.113.7"]
     assert key.public_key != "sbx_planted"
     assert "A" * 43 not in response.content.decode()
+
+
+def _pending_sign_in(user) -> Client:
+    """A browser that enforces CSRF, past the password step (with its token), before the 2FA step."""
+    browser = Client(enforce_csrf_checks=True)
+    browser.get(reverse("dashboard:sign-in"))
+    token = browser.cookies["csrftoken"].value
+    response = browser.post(reverse("dashboard:sign-in"),
+                            {"email": user.email, "password": helpers.PASSWORD, "csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    return browser
+
+
+@pytest.mark.parametrize("with_device, name", [(True, "dashboard:sign-in-code"), (False, "dashboard:enrol")])
+def test_the_2fa_steps_of_sign_in_refuse_a_post_without_the_csrf_token(merchant, with_device, name):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    user = helpers.create_user("csrf@acme.test", with_device=with_device)
+    browser = _pending_sign_in(user)
+    devices, events = list(TOTPDevice.objects.values()), AuditEvent.objects.count()
+
+    response = browser.post(reverse(name), {"code": helpers.current_code(user) if with_device else "123456"})
+
+    assert response.status_code == 403
+    assert "This form has expired" in response.content.decode()
+    assert list(TOTPDevice.objects.values()) == devices
+    assert AuditEvent.objects.count() == events
+    assert browser.get(reverse("dashboard:home")).status_code == 302  # still not signed in
+
+
+@pytest.mark.parametrize("action", ["keys:allowlist", "keys:deactivate", "keys:archive"])
+def test_extra_fields_posted_to_the_other_key_actions_are_ignored(owner, owner_client, merchant, key, clock, action):
+    context = RequestContext("198.51.100.7", "pytest")
+    services.activate_key(actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+                          code=helpers.current_code(owner), context=context)
+    clock.next_code_step()
+    if action == "keys:archive":
+        services.deactivate_key(actor=owner, merchant=merchant, key_id=key.pk, code=helpers.current_code(owner),
+                                context=context)
+        clock.next_code_step()
+    before = ApiKey.objects.values("merchant_id", "public_key", "encrypted_secret", "name", "created_by_id").get()
+
+    response = owner_client.post(reverse(action, args=[merchant.slug, key.pk]),
+                                 {"allowlist": "203.0.113.7", "code": helpers.current_code(owner), **EXTRA_FIELDS})
+
+    assert response.status_code == 302
+    key.refresh_from_db()
+    expected_status = {"keys:allowlist": KeyStatus.ACTIVE, "keys:deactivate": KeyStatus.DEACTIVATED,
+                       "keys:archive": KeyStatus.ARCHIVED}[action]
+    assert key.status == expected_status
+    assert ApiKey.objects.values("merchant_id", "public_key", "encrypted_secret", "name", "created_by_id").get() == before
+
+
+def test_extra_fields_posted_with_a_time_zone_change_nothing_else(owner, owner_client):
+    before = type(owner).objects.values("email", "is_staff", "is_superuser", "password", "last_merchant_id").get(pk=owner.pk)
+
+    owner_client.post(reverse("dashboard:time-zone"),
+                      {"time_zone": "Europe/Berlin", "email": "taken@evil.test", "is_staff": "1", "is_superuser": "on"})
+
+    owner.refresh_from_db()
+    assert owner.time_zone == "Europe/Berlin"
+    assert type(owner).objects.values("email", "is_staff", "is_superuser", "password", "last_merchant_id").get(
+        pk=owner.pk) == before
