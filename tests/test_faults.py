@@ -141,3 +141,25 @@ def test_the_dashboard_shows_an_error_page_without_details_when_the_database_fai
     assert response.status_code == 500
     assert "Something went wrong" in response.content.decode()
     assert "connection refused" not in response.content.decode()
+
+
+@pytest.mark.parametrize("configured", ["", "not-a-key"], ids=["missing", "malformed"])
+def test_activation_without_a_usable_key_encryption_key_shows_an_error_page_and_changes_nothing(
+    failing_client, owner, merchant, clock, configured
+):
+    key = services.generate_key(actor=owner, merchant=merchant, code=helpers.current_code(owner),
+                                context=RequestContext("198.51.100.7", "pytest"))
+    clock.next_code_step()
+
+    with override_settings(DEBUG=False, KEYS_ENCRYPTION_KEYS=configured):
+        conf._parsed_keys.cache_clear()
+        response = failing_client.post(reverse("keys:activate", args=[merchant.slug, key.pk]),
+                                       {"allowlist": "", "code": helpers.current_code(owner)})
+    conf._parsed_keys.cache_clear()
+
+    page = response.content.decode()
+    assert response.status_code == 500
+    assert "Something went wrong" in page and "Traceback" not in page and "KEYS_ENCRYPTION_KEYS" not in page
+    key.refresh_from_db()
+    assert key.status == KeyStatus.GENERATED and key.encrypted_secret == ""
+    assert not AuditEvent.objects.filter(action=AuditAction.KEY_ACTIVATED).exists()
