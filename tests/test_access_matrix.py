@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth import SESSION_KEY
+from django.http import QueryDict
 from django.urls import reverse
+from django.utils.http import urlencode
 
-from dashboard.models import Role
+from dashboard.models import AuditEvent, Role
 from dashboard.views import PENDING_SIGN_IN_KEY
 from keys.models import ApiKey
 
@@ -38,15 +41,20 @@ MERCHANT_PAGES = {
 }
 KEY_ACTIONS = {"keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive"}
 KEY_PAGES = KEY_ACTIONS | {f"{name}-form" for name in KEY_ACTIONS}
-VISITORS = ["anonymous", "password only", "staff without 2FA", "owner", "view", "exchange", "limits", "restricted",
-            "owner of another merchant"]
+# Every URL of a merchant that changes or computes something when POSTed to.
+MERCHANT_ACTIONS = ["keys:generate", *sorted(KEY_ACTIONS), "integration:signature-check"]
+ACCOUNT_PAGES = ["dashboard:home", "dashboard:account-security", "dashboard:backup-codes", "dashboard:time-zone",
+                 "dashboard:sign-out", "dashboard:sign-in", "dashboard:sign-in-code", "dashboard:enrol"]
+NOT_VERIFIED = ["anonymous", "password only", "staff without 2FA"]
+NOT_OWNER_ROLES = ["view", "exchange", "limits", "restricted"]
+VISITORS = [*NOT_VERIFIED, "owner", *NOT_OWNER_ROLES, "owner of another merchant", "staff with 2FA"]
 
 
 @pytest.fixture
 def world(merchant, owner):
     key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "a" * 40, created_by=owner)
     other = helpers.create_merchant("Other Merchant")
-    return {"merchant": merchant, "key": key, "other_owner": helpers.create_member(other, Role.OWNER)}
+    return {"merchant": merchant, "key": key, "other": other, "other_owner": helpers.create_member(other, Role.OWNER)}
 
 
 def url_for(name: str, world) -> str:
@@ -56,32 +64,44 @@ def url_for(name: str, world) -> str:
     return reverse(name, kwargs=kwargs)
 
 
-def become(client, visitor: str, world, owner) -> None:
+def sign_in_redirect(url: str) -> str:
+    """Where access.py sends a visitor without both factors (``redirect_to_login`` keeps slashes as they are)."""
+    query = QueryDict(mutable=True)
+    query["next"] = url
+    return f"{reverse('dashboard:sign-in')}?{query.urlencode(safe='/')}"
+
+
+def become(client, visitor: str, world, owner):
+    """Make ``client`` the visitor; return the user behind it, if any."""
     merchant = world["merchant"]
     if visitor == "anonymous":
-        return
+        return None
     if visitor == "password only":
         user = helpers.create_member(merchant, Role.OWNER)
         client.post(reverse("dashboard:sign-in"), {"email": user.email, "password": helpers.PASSWORD})
         assert PENDING_SIGN_IN_KEY in client.session
-        return
+        return user
     if visitor == "staff without 2FA":
-        client.force_login(helpers.create_user(staff=True))
-        return
+        user = helpers.create_user(staff=True)
+        client.force_login(user)
+        return user
     if visitor == "owner":
-        helpers.sign_in_verified(client, owner)
-        return
-    if visitor == "owner of another merchant":
-        helpers.sign_in_verified(client, world["other_owner"])
-        return
-    helpers.sign_in_verified(client, helpers.create_member(merchant, Role(visitor)))
+        user = owner
+    elif visitor == "owner of another merchant":
+        user = world["other_owner"]
+    elif visitor == "staff with 2FA":
+        user = helpers.create_user(staff=True)
+    else:
+        user = helpers.create_member(merchant, Role(visitor))
+    helpers.sign_in_verified(client, user)
+    return user
 
 
 def expected(visitor: str, name: str) -> int | str:
-    if visitor in ("anonymous", "password only", "staff without 2FA"):
+    if visitor in NOT_VERIFIED:
         return SIGN_IN
-    if visitor == "owner of another merchant":
-        return 404
+    if visitor in ("owner of another merchant", "staff with 2FA"):
+        return 404  # not a member: the merchant's existence is not revealed, not even to staff
     owner_answer, member_answer, restricted_answer = MERCHANT_PAGES[name]
     if visitor == "owner":
         return owner_answer
@@ -99,34 +119,110 @@ def test_each_visitor_gets_the_right_answer_on_each_merchant_page(client, owner,
     answer = expected(visitor, name)
     if answer == SIGN_IN:
         assert response.status_code == 302
-        assert response["Location"].startswith(reverse("dashboard:sign-in") + "?next=")
+        assert response["Location"] == sign_in_redirect(url)
     else:
         assert response.status_code == answer, (visitor, name)
         if answer == 403:
             assert "needs the Owner role" in response.content.decode() or name == "dashboard:overview"
 
 
-@pytest.mark.parametrize("visitor", ["anonymous", "password only", "staff without 2FA"])
-@pytest.mark.parametrize("name", ["dashboard:home", "dashboard:account-security", "dashboard:backup-codes",
-                                  "dashboard:time-zone"])
-def test_pages_of_the_account_need_both_factors(client, owner, world, visitor, name):
+def key_rows():
+    return list(ApiKey.objects.order_by("pk").values())
+
+
+def key_action_events() -> int:
+    return AuditEvent.objects.filter(action__startswith="key_").count()
+
+
+@pytest.mark.parametrize("visitor", [v for v in VISITORS if v != "owner"])
+@pytest.mark.parametrize("name", MERCHANT_ACTIONS)
+def test_a_refused_post_to_a_merchant_action_changes_nothing(client, clock, owner, world, visitor, name):
+    user = become(client, visitor, world, owner)
+    keys_before, events_before = key_rows(), key_action_events()
+    # A well-formed request with the visitor's own valid code: only the access rule stands in the way.
+    code = helpers.current_code(user) if user is not None else "123456"
+    data = {"name": "Taken over", "allowlist": "0.0.0.0/0", "code": code, "body": "{}", "signature": "0" * 128}
+    url = url_for(name, world)
+
+    response = client.post(url, data)
+
+    answer = expected(visitor, name)
+    if answer == SIGN_IN:
+        assert response.status_code == 302
+        assert response["Location"] == sign_in_redirect(url)
+    elif visitor in NOT_OWNER_ROLES:
+        assert response.status_code == 403
+        assert "needs the Owner role" in response.content.decode()
+    else:
+        assert response.status_code == answer == 404
+    assert key_rows() == keys_before
+    assert key_action_events() == events_before
+
+
+def account_answer(visitor: str, name: str, world) -> tuple[int, str | None]:
+    """(status, Location) of a GET of an account URL, read off dashboard/views.py and dashboard/access.py."""
+    sign_in = reverse("dashboard:sign-in")
+    verified = visitor not in NOT_VERIFIED
+    if name == "dashboard:sign-out":
+        return 405, None  # an action: a GET signs nobody out, whoever sends it
+    if name == "dashboard:sign-in":
+        return (302, reverse("dashboard:home")) if verified else (200, None)
+    if name == "dashboard:sign-in-code":
+        return (200, None) if visitor == "password only" else (302, sign_in)
+    if name == "dashboard:enrol":
+        # Only a pending sign-in reaches enrolment, and this user already has an authenticator.
+        return (302, reverse("dashboard:sign-in-code")) if visitor == "password only" else (302, sign_in)
+    if not verified:
+        return 302, sign_in_redirect(reverse(name))
+    if name == "dashboard:home":
+        if visitor == "staff with 2FA":
+            return 200, None  # a member of no merchant
+        merchant = world["other"] if visitor == "owner of another merchant" else world["merchant"]
+        return 302, reverse("dashboard:merchant-home", args=[merchant.slug])
+    if name == "dashboard:account-security":
+        return 200, None
+    return 405, None  # backup codes and time zone: actions whose form is on the account security page
+
+
+@pytest.mark.parametrize("visitor", VISITORS)
+@pytest.mark.parametrize("name", ACCOUNT_PAGES)
+def test_each_visitor_gets_the_right_answer_on_each_account_url(client, owner, world, visitor, name):
     become(client, visitor, world, owner)
+    session_before = dict(client.session)
+    status, location = account_answer(visitor, name, world)
+
     response = client.get(reverse(name))
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("dashboard:sign-in"))
+
+    assert response.status_code == status, (visitor, name)
+    if location is not None:
+        assert response["Location"] == location
+    if status == 405:
+        assert response["Allow"] == "POST"
+    if visitor != "anonymous":
+        # Nothing signs the visitor out or forgets the pending sign-in on a GET.
+        assert client.session.get(SESSION_KEY) == session_before.get(SESSION_KEY)
+        assert client.session.get(PENDING_SIGN_IN_KEY) == session_before.get(PENDING_SIGN_IN_KEY)
 
 
-@pytest.mark.parametrize("visitor", ["anonymous", "password only", "staff without 2FA", "owner"])
+@pytest.mark.parametrize("visitor", VISITORS)
 def test_the_admin_needs_a_staff_member_signed_in_with_both_factors(client, owner, world, visitor):
     become(client, visitor, world, owner)
     response = client.get("/admin/", follow=True)
-    if visitor == "owner":
-        assert response.status_code == 403
-    else:
-        final_url, _ = response.redirect_chain[-1]
-        assert final_url.startswith(reverse("dashboard:sign-in"))
+    admin_sign_in = f"{reverse('admin:login')}?next=/admin/"
+    if visitor == "staff with 2FA":
+        assert response.status_code == 200
+        assert response.redirect_chain == []
+        assert b"Platform administration" in response.content
+    elif visitor in NOT_VERIFIED:
+        # The admin's own sign-in hands over to the dashboard's two-step one (admin_site.py).
+        dashboard_sign_in = f"{reverse('dashboard:sign-in')}?{urlencode({'next': '/admin/'})}"
+        assert response.redirect_chain == [(admin_sign_in, 302), (dashboard_sign_in, 302)]
         assert response.status_code == 200
         assert b"Sign in" in response.content
+    else:
+        # Signed in with both factors but not staff: the admin's sign-in refuses instead of asking again.
+        assert response.redirect_chain == [(admin_sign_in, 302)]
+        assert response.status_code == 403
 
 
 @pytest.mark.parametrize("name", ["dashboard:backup-codes", "dashboard:time-zone"])

@@ -5,29 +5,37 @@ from __future__ import annotations
 import io
 import logging
 import re
+from html import escape
 
 import pytest
 from django.contrib import admin
 from django.core import mail
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
-from dashboard.models import Role
+from dashboard import views as dashboard_views
+from dashboard.models import AuditEvent, Role
 from keys import crypto
 from keys.models import ApiKey
 
 from . import helpers
 
+CHECKED_BODY = '{"currency":"ETH"}'
+
 
 class Lifecycle:
-    """Drives the dashboard and the API like a user would, remembering every sensitive value used."""
+    """Drives the dashboard and the API like a user would, remembering every sensitive value used and every
+    response the user got back."""
 
     def __init__(self, client, owner, merchant, clock):
         self.client, self.owner, self.merchant, self.clock = client, owner, merchant, clock
         self.codes: list[str] = []
         self.signatures: list[str] = []
+        self.responses: list[tuple[str, object]] = []
+        # Responses that show back what the user typed into their form: (where, response, what was typed).
+        self.echoes: list[tuple[str, object, str]] = []
         self.reveal = None
         self.secret = None
 
@@ -37,60 +45,102 @@ class Lifecycle:
         self.codes.append(code)
         return code
 
-    def post(self, name: str, data: dict, key: ApiKey | None = None):
-        args = [self.merchant.slug] + ([key.pk] if key else [])
-        return self.client.post(reverse(name, args=args), data)
-
-    def call_api(self, key: ApiKey, secret: str, body: bytes = b'{"currency":"BTC"}'):
+    def sign(self, secret: str, body: bytes) -> str:
         signature = crypto.sign(secret, body)
         self.signatures.append(signature)
-        return self.client.generic("POST", "/api/v2/accounts/list", body, content_type="application/json",
-                                   HTTP_X_PROCESSING_KEY=key.public_key, HTTP_X_PROCESSING_SIGNATURE=signature)
+        return signature
+
+    def post(self, name: str, data: dict, key: ApiKey | None = None):
+        args = [self.merchant.slug] + ([key.pk] if key else [])
+        url = reverse(name, args=args)
+        response = self.client.post(url, data)
+        self.responses.append((f"POST {url}", response))
+        return response
+
+    def call_api(self, key: ApiKey, secret: str, body: bytes = b'{"currency":"BTC"}'):
+        signature = self.sign(secret, body)
+        response = self.client.generic("POST", "/api/v2/accounts/list", body, content_type="application/json",
+                                       HTTP_X_PROCESSING_KEY=key.public_key, HTTP_X_PROCESSING_SIGNATURE=signature)
+        self.responses.append(("the API", response))
+        return response
+
+    def check_signature(self, secret: str) -> object:
+        """Paste a body and its signature into the signature checker, as an integrator debugging would."""
+        signature = self.sign(secret, CHECKED_BODY.encode())
+        url = reverse("integration:signature-check", args=[self.merchant.slug])
+        response = self.client.post(url, {"body": CHECKED_BODY, "signature": signature})
+        assert response.status_code == 200
+        self.echoes.append((f"POST {url}", response, signature))
+        return response
 
     def run(self) -> None:
         self.post("keys:generate", {"name": "Checkout", "code": self.code()})
         key = ApiKey.objects.get(merchant=self.merchant)
         self.reveal = self.post("keys:activate", {"allowlist": "127.0.0.1, 203.0.113.0/24", "code": self.code()}, key)
+        self.responses.pop()  # the reveal is the one response allowed to carry the secret
         self.secret = re.search(r'id="secret-key"[^>]*value="([^"]+)"|value="([^"]+)"[^>]*id="secret-key"',
                                 self.reveal.content.decode())
         self.secret = next(group for group in self.secret.groups() if group)
         assert self.call_api(key, self.secret).status_code == 200
         assert self.call_api(key, self.secret + "x").status_code == 403
+        assert b"The signature matches" in self.check_signature(self.secret).content
+        assert b"The signature does not match" in self.check_signature(self.secret + "x").content
         self.post("keys:allowlist", {"allowlist": "127.0.0.1", "code": self.code()}, key)
         self.post("keys:deactivate", {"code": self.code()}, key)
-        assert self.call_api(key, self.secret).status_code == 403
+        assert self.call_api(key, self.secret, b'{"currency":"LTC"}').status_code == 403
         self.post("keys:activate", {"allowlist": "", "code": self.code()}, key)
         self.post("keys:deactivate", {"code": self.code()}, key)
+        self.post("keys:rename", {"name": "Old checkout"}, key)
         self.post("keys:archive", {"code": self.code()}, key)
-        self.client.post(reverse("dashboard:backup-codes"), {"code": self.code()})
+        response = self.client.post(reverse("dashboard:backup-codes"), {"code": self.code()})
+        self.responses.append(("POST backup codes", response))
 
     def needles(self) -> dict[str, re.Pattern]:
         found = {"secret": re.compile(re.escape(self.secret))}
         for code in self.codes:
             # A code is six digits; only a whole number equal to it counts, not digits inside a longer one.
             found[f"code {code}"] = re.compile(rf"(?<![0-9A-Za-z]){code}(?![0-9A-Za-z])")
-        for signature in self.signatures:
-            found["signature"] = re.compile(re.escape(signature))
+        for number, signature in enumerate(dict.fromkeys(self.signatures), 1):
+            found[f"signature {number}"] = re.compile(re.escape(signature))
         return found
 
 
 def dashboard_pages(merchant, key) -> list[str]:
     slug = merchant.slug
     pages = [reverse(name, args=[slug]) for name in (
-        "dashboard:overview", "dashboard:activity", "dashboard:support", "keys:list", "keys:archived",
+        "dashboard:overview", "dashboard:support", "keys:list", "keys:archived",
         "keys:generate-form", "integration:request-log", "integration:signature-check")]
     pages += [reverse(name, args=[slug, key.pk]) for name in (
         "keys:activate-form", "keys:deactivate-form", "keys:allowlist-form", "keys:rename-form", "keys:archive-form")]
     return pages + [reverse("dashboard:account-security")]
 
 
-def admin_pages() -> list[str]:
+def activity_pages(client, merchant) -> list[tuple[str, str]]:
+    """Every page of the activity trail, newest first, found by following its Older links."""
+    url = reverse("dashboard:activity", args=[merchant.slug])
+    pages = []
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        text = response.content.decode()
+        pages.append((url, text))
+        older = re.search(r'href="(\?before=[0-9]+)"', text)
+        url = reverse("dashboard:activity", args=[merchant.slug]) + older.group(1) if older else None
+    return pages
+
+
+def admin_pages(staff) -> list[str]:
+    request = RequestFactory().get("/admin/")
+    request.user = staff
     pages = ["/admin/"]
-    for model in admin.site._registry:
-        opts = model._meta
-        pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
-        for pk in model._default_manager.values_list("pk", flat=True)[:5]:
-            pages.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk]))
+    for model, model_admin in admin.site._registry.items():
+        prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        pages.append(reverse(f"{prefix}_changelist"))
+        if model_admin.has_add_permission(request):
+            pages.append(reverse(f"{prefix}_add"))
+        for pk in model._default_manager.values_list("pk", flat=True):
+            pages.append(reverse(f"{prefix}_change", args=[pk]))
+            pages.append(reverse(f"{prefix}_history", args=[pk]))
     return pages
 
 
@@ -119,19 +169,67 @@ def assert_absent(text: str, needles: dict[str, re.Pattern], where: str) -> None
         assert not pattern.search(text), f"{name} found in {where}"
 
 
-def test_the_secret_codes_and_signatures_appear_only_in_the_reveal(lifecycle, owner, merchant, caplog):
+def test_every_signature_sent_is_a_needle_of_its_own(lifecycle):
+    needles = lifecycle.needles()
+    # Two API calls with the secret, one with a wrong secret, and one of each pasted into the signature checker.
+    assert len(set(lifecycle.signatures)) == len(lifecycle.signatures) == 5
+    for signature in lifecycle.signatures:
+        assert [name for name, pattern in needles.items() if pattern.fullmatch(signature)] != []
+    assert len([name for name in needles if name.startswith("signature")]) == 5
+
+
+def test_the_secret_codes_and_signatures_appear_only_in_the_reveal(lifecycle, owner, merchant, caplog, monkeypatch):
     needles = lifecycle.needles()
     assert needles["secret"].search(lifecycle.reveal.content.decode())
     key = ApiKey.objects.get(merchant=merchant)
+
+    for where, response in lifecycle.responses:
+        assert_absent(response.content.decode(), needles, where)
+    for where, response, typed in lifecycle.echoes:
+        # The checker's form shows back the signature just pasted into it: that tells the user nothing new.
+        assert_absent(response.content.decode().replace(escape(typed), ""), needles, where)
 
     for page in dashboard_pages(merchant, key):
         response = lifecycle.client.get(page)
         assert response.status_code == 200, page
         assert_absent(response.content.decode(), needles, page)
 
+    action = reverse("keys:activate", args=[merchant.slug, key.pk])
+    response = lifecycle.client.get(action)
+    assert response.status_code == 405
+    assert_absent(response.content.decode(), needles, f"the 405 page of {action}")
+
+    # A small page size spreads the trail over several pages, so following Older links is exercised.
+    monkeypatch.setattr(dashboard_views, "ACTIVITY_PAGE_SIZE", 3)
+    pages = activity_pages(lifecycle.client, merchant)
+    assert len(pages) == -(-AuditEvent.objects.for_merchant(merchant).count() // 3) > 2
+    for url, text in pages:
+        assert_absent(text, needles, url)
+
+    anonymous = Client()
+    response = anonymous.get(reverse("dashboard:sign-in"))
+    assert response.status_code == 200
+    assert_absent(response.content.decode(), needles, "the sign-in page")
+
+    pending = Client()
+    response = pending.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+    assert response["Location"] == reverse("dashboard:sign-in-code")
+    response = pending.get(reverse("dashboard:sign-in-code"))
+    assert response.status_code == 200
+    assert_absent(response.content.decode(), needles, "the 2FA code page")
+
+    enrolling = Client()
+    newcomer = helpers.create_user(with_device=False)
+    response = enrolling.post(reverse("dashboard:sign-in"), {"email": newcomer.email, "password": helpers.PASSWORD})
+    assert response["Location"] == reverse("dashboard:enrol")
+    response = enrolling.get(reverse("dashboard:enrol"))
+    assert response.status_code == 200
+    assert_absent(response.content.decode(), needles, "the enrol page")
+
     client = Client()
-    helpers.sign_in_verified(client, helpers.create_user(staff=True))
-    for page in admin_pages():
+    staff = helpers.create_user(staff=True)
+    helpers.sign_in_verified(client, staff)
+    for page in admin_pages(staff):
         response = client.get(page)
         assert response.status_code == 200, page
         assert_absent(response.content.decode(), needles, page)

@@ -134,24 +134,55 @@ def test_production_refuses_to_start_without_a_secret_key():
 
 
 @override_settings(DEBUG=False, ADMINS=[("Ops", "ops@example.test")])
-def test_a_forced_error_leaves_no_code_or_body_in_the_log_or_the_error_email(owner, merchant, clock, caplog,
-                                                                            monkeypatch):
+def test_a_forced_error_leaves_no_code_or_secret_in_the_log_or_the_error_email(owner, merchant, clock, caplog,
+                                                                              monkeypatch):
     caplog.set_level(logging.DEBUG)
     key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "b" * 40)
-    monkeypatch.setattr("keys.services.seal_secret", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    secrets_made = []
+
+    def seal_then_fail(public_key, secret):
+        secrets_made.append(secret)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("keys.services.seal_secret", seal_then_fail)
     browser = Client(raise_request_exception=False)
     helpers.sign_in_verified(browser, owner)
     code = helpers.current_code(owner)
-    allowlist = "203.0.113.77"
 
-    response = browser.post(reverse("keys:activate", args=[merchant.slug, key.pk]), {"allowlist": allowlist, "code": code})
+    response = browser.post(reverse("keys:activate", args=[merchant.slug, key.pk]), {"allowlist": "", "code": code})
+
+    assert response.status_code == 500
+    assert mail.outbox, "the error email to ADMINS was sent"
+    assert len(secrets_made) == 1
+    logged = "\n".join(caplog.handler.format(record) for record in caplog.records)
+    for text in [logged] + [message.body for message in mail.outbox]:
+        assert not re.search(rf"(?<![0-9]){code}(?![0-9])", text)
+        assert secrets_made[0] not in text
+    assert "boom" in logged, "the error itself is logged"
+
+
+@override_settings(DEBUG=False, ADMINS=[("Ops", "ops@example.test")])
+def test_a_forced_error_in_the_api_leaves_no_body_or_signature_in_the_log_or_the_error_email(
+    client, clock, key_pair, caplog, monkeypatch
+):
+    from keys.crypto import sign
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr("sandbox.views.balances_of", lambda merchant_id: (_ for _ in ()).throw(RuntimeError("boom")))
+    client.raise_request_exception = False
+    body = b'{"marker":"api-body-must-not-leak-5d1a"}'
+    signature = sign(key_pair.secret, body)
+
+    response = client.post("/api/v2/accounts/list", body, content_type="application/json",
+                           HTTP_X_PROCESSING_KEY=key_pair.public_key, HTTP_X_PROCESSING_SIGNATURE=signature)
 
     assert response.status_code == 500
     assert mail.outbox, "the error email to ADMINS was sent"
     logged = "\n".join(caplog.handler.format(record) for record in caplog.records)
     for text in [logged] + [message.body for message in mail.outbox]:
-        assert not re.search(rf"(?<![0-9]){code}(?![0-9])", text)
-    assert "boom" in logged, "the error itself is logged"
+        assert "api-body-must-not-leak-5d1a" not in text
+        assert signature not in text and key_pair.secret not in text
+    assert "boom" in logged
 
 
 @pytest.mark.parametrize(
