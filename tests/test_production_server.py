@@ -24,6 +24,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from dashboard.models import Role
+from keys.models import ApiKey
 from sandbox.models import ApiRequest
 from keys.crypto import sign
 
@@ -139,6 +140,12 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
 
     response, _ = client.request("GET", "/api/v2/ping")
     assert response.status == 200
+    # Static files come from WhiteNoise, with a far-future cache for the hashed names collectstatic made.
+    response, content = client.request("GET", "/signin/")
+    stylesheet = re.search(rb'href="(/static/css/dashboard\.[0-9a-f]+\.css)"', content).group(1).decode()
+    response, css = client.request("GET", stylesheet)
+    assert response.status == 200 and b"{" in css
+    assert "max-age=315360000" in response.headers["Cache-Control"]
     response, _ = client.post_form("/signin/", {"email": owner.email, "password": helpers.PASSWORD})
     assert response.status == 302
     response, _ = client.post_form("/signin/code/", {"code": helpers.current_code(owner)})
@@ -173,12 +180,20 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
         assert response.status == 200, content
         assert json.loads(content)["data"]
 
+    response, _ = client.post_form(f"{keys_path}{key_id}/rename/", {"name": "prod checkout"})
+    assert response.status == 302
     response, _ = client.post_form(f"{keys_path}{key_id}/deactivate/", {"code": backup_codes[2]})
     assert response.status == 302
     for _ in range(4):
         response, content = client.request("POST", "/api/v2/accounts/list", body, headers)
         assert response.status == 403
         assert json.loads(content) == {"error": "Bad key header", "code": "bad_header_key"}
+
+    # The last step of the lifecycle, and what it left in the database.
+    response, _ = client.post_form(f"{keys_path}{key_id}/archive/", {"code": backup_codes[3]})
+    assert response.status == 302
+    key = ApiKey.objects.get(pk=key_id)
+    assert (key.status, key.name) == ("archived", "prod checkout")
 
     # The request log: held in each worker's batch while it serves, written when the worker stops.
     assert not ApiRequest.objects.filter(merchant=merchant).exists()
