@@ -1,4 +1,4 @@
-"""The request log as production writes it: in batches, after the response has gone out.
+"""The request log as production writes it: in batches, by a background thread, never by the request.
 
 The rest of the suite runs with SANDBOX_REQUEST_LOG_FLUSH_SECONDS = 0 (each row written before the answer);
 here the batched writer is on, with the process's writer emptied before and after each test. Time is the
@@ -41,9 +41,9 @@ def writer(monkeypatch):
     request_log.writer._forget()
 
 
-def no_idle_thread(monkeypatch):
-    """Keep the idle-time thread from starting, so only the test decides when a batch is written."""
-    monkeypatch.setattr(request_log.writer, "_start_idle_writer", lambda: None)
+def no_writer_thread(monkeypatch):
+    """Keep the writer thread from starting: the test wakes it up itself (``write_if_due``)."""
+    monkeypatch.setattr(request_log.writer, "_start_writer", lambda: None)
 
 
 def logged(merchant) -> list[tuple]:
@@ -53,39 +53,43 @@ def logged(merchant) -> list[tuple]:
 def test_requests_are_held_until_a_batch_is_due_then_written_in_order(client, clock, key_pair, merchant, writer,
                                                                       monkeypatch):
     batch, fake_time = writer
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
 
     assert_accepted(api(client, pair=key_pair))
     assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+    batch.write_if_due()
 
     assert logged(merchant) == []
     assert batch.pending() == 2 and not batch.is_due()
 
     fake_time.now += INTERVAL
-    assert batch.is_due()
-    assert_accepted(api(client, pair=key_pair))  # its request_finished writes the batch, itself included
+    assert_accepted(api(client, pair=key_pair))
+    batch.write_if_due()
 
     assert batch.pending() == 0
     assert logged(merchant) == [(200, "", key_pair.key.pk), (403, "bad_header_signature", key_pair.key.pk),
                                 (200, "", key_pair.key.pk)]
 
 
-def test_a_full_batch_is_written_at_once_whatever_its_age(client, clock, key_pair, merchant, writer, monkeypatch):
+def test_a_full_batch_is_due_whatever_its_age_and_wakes_the_thread(client, clock, key_pair, merchant, writer,
+                                                                   monkeypatch):
     batch, _ = writer
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
 
     for _ in range(4):
         assert_accepted(api(client, pair=key_pair))
-    assert logged(merchant) == [] and batch.pending() == 4
+    assert not batch.is_due() and not batch._wake.is_set()
 
     assert_accepted(api(client, pair=key_pair))  # the fifth: SANDBOX_REQUEST_LOG_BATCH_SIZE
 
+    assert batch.is_due() and batch._wake.is_set()
+    batch.write_if_due()
     assert len(logged(merchant)) == 5 and batch.pending() == 0
 
 
 def test_the_answer_does_not_wait_for_the_log(client, clock, key_pair, merchant, writer, monkeypatch,
                                               django_assert_max_num_queries):
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
     api(client, pair=key_pair)  # "last used" written once, now fresh
 
     # Key lookup and balances; no INSERT: the row waits in the batch.
@@ -97,7 +101,7 @@ def test_the_answer_does_not_wait_for_the_log(client, clock, key_pair, merchant,
 def test_rows_the_database_refuses_are_kept_and_written_by_the_next_flush(key_pair, merchant, writer, monkeypatch,
                                                                           caplog):
     batch, _ = writer
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
     row = request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, ALLOWED_IP, "POST",
                                     "/api/v2/accounts/list", 200, "")
     batch.add(row)
@@ -119,7 +123,7 @@ def test_rows_the_database_refuses_are_kept_and_written_by_the_next_flush(key_pa
 
 def test_pending_rows_are_capped_while_the_database_refuses_them(key_pair, merchant, writer, monkeypatch, caplog):
     batch, _ = writer
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
     monkeypatch.setattr(request_log, "MAX_PENDING_ROWS", 3)
     monkeypatch.setattr(request_log, "insert_rows", lambda rows: (_ for _ in ()).throw(DatabaseError("down")))
     for status in (200, 201, 202, 203, 204):
@@ -138,7 +142,7 @@ def test_a_row_whose_merchant_is_gone_is_dropped_and_the_rest_written(writer, mo
     from dashboard.models import Merchant
 
     batch, _ = writer
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
     merchant = Merchant.objects.create(name="Still here", slug="still-here")
     for merchant_id in (merchant.pk, merchant.pk + 1000, merchant.pk):
         batch.add(request_log.LoggedRequest(merchant_id, None, merchant.created_at, None, "POST", "/x", 200, ""))
@@ -152,7 +156,7 @@ def test_a_row_whose_merchant_is_gone_is_dropped_and_the_rest_written(writer, mo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_idle_thread_writes_a_batch_once_it_is_due_and_close_writes_the_rest(writer, monkeypatch):
+def test_the_thread_writes_a_batch_once_it_is_due_and_close_writes_the_rest(writer):
     from dashboard.models import Merchant
 
     batch, fake_time = writer
@@ -175,7 +179,7 @@ def test_the_idle_thread_writes_a_batch_once_it_is_due_and_close_writes_the_rest
 
 def test_a_forked_worker_starts_with_an_empty_batch(key_pair, merchant, writer, monkeypatch):
     batch, _ = writer
-    no_idle_thread(monkeypatch)
+    no_writer_thread(monkeypatch)
     batch.add(request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, None, "POST", "/x",
                                         200, ""))
 
