@@ -6,6 +6,7 @@ chains. The test client re-raises any exception a view lets escape, so a crash f
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from django.test import override_settings
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keys import crypto
+from sandbox.authentication import MAX_BODY_BYTES
 from sandbox.models import ApiRequest
 from .sandbox_support import ALLOWED_IP, UNKNOWN_KEY, api, assert_error
 
@@ -54,6 +56,22 @@ def test_random_bodies(client, clock, key_pair, body, content_type, signed):
 
     answer = assert_sandbox_answer(response)
     if not signed:
+        assert answer["code"] == "bad_header_signature"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(0, MAX_BODY_BYTES + 4096), seed=st.integers(0, 2**32 - 1), signed=st.booleans())
+def test_random_bodies_of_any_length_up_to_the_limit_and_past_it(client, clock, key_pair, size, seed, signed):
+    body = random.Random(seed).randbytes(size)
+    response = api(
+        client, pair=key_pair, body=body, content_type="application/json",
+        signature=crypto.sign(key_pair.secret, body) if signed else "0" * 128,
+    )
+
+    answer = assert_sandbox_answer(response)
+    if size > MAX_BODY_BYTES:
+        assert (response.status_code, answer["code"]) == (413, "body_too_large")
+    elif not signed:
         assert answer["code"] == "bad_header_signature"
 
 

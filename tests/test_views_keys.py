@@ -540,6 +540,7 @@ BAD_NAMES = [
     pytest.param("zero\u200bwidth", id="zero-width space"),
     pytest.param("esc\x1b[31m", id="escape sequence"),
     pytest.param("x" * 101, id="101 characters"),
+    pytest.param("<b>" * 3334, id="10,000 characters of markup"),
 ]
 
 
