@@ -279,12 +279,16 @@ def _account_security_page(request, **forms):
     return page.render_to_response(page.get_context_data(**forms))
 
 
-@method_decorator(sensitive_post_parameters(), name="dispatch")
-class BackupCodesView(VerifiedUserRequiredMixin, ActionMixin, View):
-    """Makes a new set of backup codes; its form is on the account security page."""
+class AccountActionMixin(VerifiedUserRequiredMixin, ActionMixin):
+    """An action whose form is on the account security page."""
 
     def form_url(self) -> str:
         return reverse("dashboard:account-security")
+
+
+@method_decorator(sensitive_post_parameters(), name="dispatch")
+class BackupCodesView(AccountActionMixin, View):
+    """Makes a new set of backup codes."""
 
     def post(self, request):
         form = CodeForm(request.POST)
@@ -308,11 +312,8 @@ class BackupCodesView(VerifiedUserRequiredMixin, ActionMixin, View):
         return _account_security_page(request, form=form)
 
 
-class TimeZoneView(VerifiedUserRequiredMixin, ActionMixin, View):
+class TimeZoneView(AccountActionMixin, View):
     """A preference, not a security setting: no 2FA code needed."""
-
-    def form_url(self) -> str:
-        return reverse("dashboard:account-security")
 
     def post(self, request):
         form = TimeZoneForm(request.POST)

@@ -70,6 +70,19 @@ ACTIONS = [
 ]
 
 
+def ready_for(action: str, owner, merchant, key, clock) -> None:
+    """Bring the generated ``key`` to a status ``action`` is allowed from (active, or deactivated to archive)."""
+    context = RequestContext("198.51.100.7", "pytest")
+    if action in ("keys:deactivate", "keys:archive", "keys:allowlist"):
+        services.activate_key(actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+                              code=helpers.current_code(owner), context=context)
+        clock.next_code_step()
+    if action == "keys:archive":
+        services.deactivate_key(actor=owner, merchant=merchant, key_id=key.pk, code=helpers.current_code(owner),
+                                context=context)
+        clock.next_code_step()
+
+
 def _args(scope, merchant, key):
     return {"account": [], "merchant": [merchant.slug], "key": [merchant.slug, key.pk]}[scope]
 
@@ -99,15 +112,7 @@ def test_every_action_answers_any_method_but_post_with_405(owner, owner_client, 
                          ids=[a[0] for a in ACTIONS if a[0].startswith("keys:")])
 def test_each_form_page_posts_to_its_action_and_takes_no_post_itself(owner, owner_client, merchant, key, clock, name,
                                                                      scope, form_page):
-    context = RequestContext("198.51.100.7", "pytest")
-    if name in ("keys:deactivate", "keys:archive"):
-        services.activate_key(actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
-                              code=helpers.current_code(owner), context=context)
-        clock.next_code_step()
-    if name == "keys:archive":
-        services.deactivate_key(actor=owner, merchant=merchant, key_id=key.pk, code=helpers.current_code(owner),
-                                context=context)
-        clock.next_code_step()
+    ready_for(name, owner, merchant, key, clock)
     args = _args(scope, merchant, key)
 
     page = owner_client.get(reverse(form_page, args=args))
@@ -228,14 +233,7 @@ def test_the_2fa_steps_of_sign_in_refuse_a_post_without_the_csrf_token(merchant,
 
 @pytest.mark.parametrize("action", ["keys:allowlist", "keys:deactivate", "keys:archive"])
 def test_extra_fields_posted_to_the_other_key_actions_are_ignored(owner, owner_client, merchant, key, clock, action):
-    context = RequestContext("198.51.100.7", "pytest")
-    services.activate_key(actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
-                          code=helpers.current_code(owner), context=context)
-    clock.next_code_step()
-    if action == "keys:archive":
-        services.deactivate_key(actor=owner, merchant=merchant, key_id=key.pk, code=helpers.current_code(owner),
-                                context=context)
-        clock.next_code_step()
+    ready_for(action, owner, merchant, key, clock)
     before = ApiKey.objects.values("merchant_id", "public_key", "encrypted_secret", "name", "created_by_id").get()
 
     response = owner_client.post(reverse(action, args=[merchant.slug, key.pk]),
