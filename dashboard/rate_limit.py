@@ -3,8 +3,9 @@
 django-otp's per-device throttle slows guessing down; this ceiling stops it: once an account has
 AUTH_FAILURES_PER_HOUR failures in the current clock hour, further attempts are refused unprocessed
 until the hour ends. An attempt counts as a failure until it has succeeded, so the ceiling holds for
-attempts processed at the same moment by different workers. Accounts are keyed by a hash of the email typed, so an unknown email is limited
-exactly like a known one and the limit reveals nothing about which accounts exist.
+attempts processed at the same moment by different workers. Accounts are keyed by a hash of the email
+typed, so an unknown email is limited exactly like a known one and the limit reveals nothing about
+which accounts exist.
 """
 from __future__ import annotations
 

@@ -62,9 +62,10 @@ def balances_of(merchant_id: int) -> list[tuple[str, str, Decimal]]:
     reader = _balance_row_reader()
     connection = connections[Balance.objects.db]
     quote = connection.ops.quote_name
+    code, type_, amount = (quote(field.column) for field in reader.fields)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT c.{quote('code')}, c.{quote('type')}, b.{quote('amount')}"
+            f"SELECT c.{code}, c.{type_}, b.{amount}"
             f" FROM {quote(Currency._meta.db_table)} c LEFT JOIN {quote(Balance._meta.db_table)} b"
             " ON b.currency_id = c.id AND b.merchant_id = %s ORDER BY c.id",
             [merchant_id],

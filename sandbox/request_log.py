@@ -57,7 +57,7 @@ def record_request(*, key: ApiKey, client_ip: str | None, method: str, path: str
 
 
 def write_rows(rows: list[LoggedRequest]) -> None:
-    """Insert ``rows`` in one transaction, then trim the log of each merchant that has grown enough."""
+    """Insert ``rows`` (one transaction), then trim the log of each merchant that has grown enough."""
     insert_rows(rows)
     trim_after_insert(rows)
 
