@@ -58,19 +58,23 @@ class ApiKeyManager(models.Manager.from_queryset(ApiKeyQuerySet)):
         API reads (the others are deferred), converted as the ORM would. Measured: 25 µs, against 538 µs for
         the ORM's compiled query.
         """
-        reader = _api_row_reader()
         connection = connections[self.db]
-        table = self.model._meta.db_table
+        table = connection.ops.quote_name(self.model._meta.db_table)
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {reader.columns(connection, table)} FROM {connection.ops.quote_name(table)}"
-                " WHERE public_key = %s",
-                [public_key],
-            )
+            cursor.execute(f"SELECT {self.api_columns(connection, 'k')} FROM {table} k WHERE k.public_key = %s",
+                           [public_key])
             row = cursor.fetchone()
-        if row is None:
-            return None
-        return self.model.from_db(self.db, reader.attnames, reader.convert(connection, row))
+        return None if row is None else self.from_api_row(connection, row)
+
+    def api_columns(self, connection, table_alias: str) -> str:
+        """The columns the sandbox API reads of a key, for a plain SELECT that ``from_api_row`` reads back."""
+        return _api_row_reader().columns(connection, table_alias)
+
+    def from_api_row(self, connection, row) -> ApiKey:
+        """The key in the first values of ``row``, selected with ``api_columns``; the other fields deferred."""
+        reader = _api_row_reader()
+        values = reader.convert(connection, row[: len(reader.fields)])
+        return self.model.from_db(self.db, reader.attnames, values)
 
 
 # What the sandbox API reads of a key on each request.

@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
+from django.db import connections
+
+from dashboard.db_rows import read_as_health_check
 from keys import crypto
 from keys.allowlist import is_address_allowed
 from keys.models import ApiKey
 from keys.secret_store import open_secret
 
 from .errors import BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, MissingKey, MissingSignature, Unavailable
+from .models import key_with_balances
 
 logger = logging.getLogger("sandbox.authentication")
 
@@ -31,6 +36,8 @@ class SignedRequest:
     key: ApiKey
     payload: object
     client_ip: str | None
+    # The merchant's balances, when the endpoint asked for them with the key (find_key).
+    balances: list[tuple[str, str, Decimal]] = field(default_factory=list)
 
 
 def read_body(request) -> bytes:
@@ -44,13 +51,20 @@ def read_body(request) -> bytes:
     return request.body
 
 
-def find_key(request) -> ApiKey | None:
-    """The key the request names, whatever its status (the request log wants it), without raising."""
-    header = request.META.get("HTTP_X_PROCESSING_KEY", "")
+def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, list[tuple[str, str, Decimal]]]:
+    """The key the request names, whatever its status (the request log wants it), without raising; with
+    ``with_balances``, also its merchant's balances, read by the same query (else an empty list).
+
+    The request's first query, so it stands in for the connection's health check.
+    """
+    public_key = request.META.get("HTTP_X_PROCESSING_KEY", "")
     # A value that cannot be a key costs no query.
-    if not _PUBLIC_KEY_SHAPE.fullmatch(header):
-        return None
-    return ApiKey.objects.with_public_key(header)
+    if not _PUBLIC_KEY_SHAPE.fullmatch(public_key):
+        return None, []
+    connection = connections[ApiKey.objects.db]
+    if with_balances:
+        return read_as_health_check(connection, lambda: key_with_balances(public_key))
+    return read_as_health_check(connection, lambda: ApiKey.objects.with_public_key(public_key)), []
 
 
 def _reject_constant(name: str):

@@ -1,9 +1,9 @@
 """The sandbox API under /api/v2/: the platform's paths, headers, signature rule and error answers."""
 from __future__ import annotations
 
+import functools
 import logging
 from decimal import Decimal
-from functools import wraps
 
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
@@ -15,7 +15,7 @@ from dashboard.net import client_ip
 from . import request_log
 from .authentication import authenticate, find_key, read_body
 from .errors import MethodNotAllowed, NotFound, SandboxError, Unavailable
-from .models import Currency, balances_of
+from .models import Currency
 
 logger = logging.getLogger("sandbox.api")
 
@@ -25,11 +25,16 @@ def decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def signed_endpoint(view):
-    """Authenticate a POST, log it for the merchant, and answer every refusal with its JSON error."""
+def signed_endpoint(view=None, *, with_balances: bool = False):
+    """Authenticate a POST, log it for the merchant, and answer every refusal with its JSON error.
+
+    ``with_balances``: the view reads the merchant's balances, which then come with the key, in its query.
+    """
+    if view is None:
+        return functools.partial(signed_endpoint, with_balances=with_balances)
 
     @csrf_exempt
-    @wraps(view)
+    @functools.wraps(view)
     def wrapper(request):
         key = None
         error_code = ""
@@ -38,8 +43,9 @@ def signed_endpoint(view):
             if request.method != "POST":
                 raise MethodNotAllowed("POST")
             body = read_body(request)
-            key = find_key(request)
+            key, balances = find_key(request, with_balances=with_balances)
             signed = authenticate(request, key, body, address)
+            signed.balances = balances
             response = view(request, signed)
             request_log.mark_used(signed.key, address)
         except SandboxError as error:
@@ -70,11 +76,10 @@ def ping(request):
     return HttpResponse("OK", content_type="text/plain")
 
 
-@signed_endpoint
+@signed_endpoint(with_balances=True)
 def accounts_list(request, signed):
     data = [
-        {"currency": code, "type": type_, "balance": decimal_text(amount)}
-        for code, type_, amount in balances_of(signed.key.merchant_id)
+        {"currency": code, "type": type_, "balance": decimal_text(amount)} for code, type_, amount in signed.balances
     ]
     return JsonResponse({"data": data})
 

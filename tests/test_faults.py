@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from django.db import DatabaseError, OperationalError
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError, OperationalError, connection
 from django.test import override_settings
 from django.urls import reverse
 
@@ -11,8 +12,12 @@ from dashboard.models import AuditAction, AuditEvent, AuditOutcome
 from keys import conf, crypto, services
 from keys.allowlist import parse_allowlist
 from keys.models import ApiKey, KeyStatus
+from sandbox.models import ApiRequest
 
 from . import helpers
+from .sandbox_support import api
+
+User = get_user_model()
 
 CONTEXT = RequestContext("198.51.100.7", "pytest")
 
@@ -163,3 +168,51 @@ def test_activation_without_a_usable_key_encryption_key_shows_an_error_page_and_
     key.refresh_from_db()
     assert key.status == KeyStatus.GENERATED and key.encrypted_secret == ""
     assert not AuditEvent.objects.filter(action=AuditAction.KEY_ACTIVATED).exists()
+
+
+# Transactional tests (a real connection, no test transaction around it) start with the currencies flushed: a
+# signed call is accepted with an empty list.
+
+
+def start_of_a_request() -> None:
+    """What Django does to a persistent connection when a request starts (the test client skips it)."""
+    connection.close_if_unusable_or_obsolete()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_api_lookup_stands_in_for_the_connection_health_check(client, clock, key_pair, monkeypatch,
+                                                                  django_assert_num_queries):
+    assert api(client, pair=key_pair).status_code == 200
+    assert connection.health_check_enabled, "CONN_HEALTH_CHECKS is on, as in production"
+    checks = []
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(1) or True)
+    start_of_a_request()
+
+    # Key with balances, and (unbatched in the tests) the request-log row; no SELECT 1 before them.
+    with django_assert_num_queries(2):
+        assert api(client, pair=key_pair).status_code == 200
+    assert checks == []
+
+    # A page still gets Django's health check before its first query.
+    start_of_a_request()
+    client.get(reverse("dashboard:sign-in"))
+    User.objects.exists()
+    assert checks == [1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_died_between_requests_costs_the_api_no_failed_request(client, clock, key_pair):
+    """A database restart or an idle timeout kills a persistent connection; the next signed call still succeeds."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL connection is killed from another session; SQLite's cannot die this way")
+    import psycopg
+
+    assert api(client, pair=key_pair).status_code == 200
+    dead = connection.connection
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [dead.info.backend_pid])
+    start_of_a_request()
+
+    assert api(client, pair=key_pair).status_code == 200
+    assert connection.connection is not dead
+    assert ApiRequest.objects.filter(status=200).count() == 2

@@ -270,7 +270,7 @@ def test_unknown_path_under_the_api_answers_json_404():
 
 
 def test_database_error_answers_503_json_and_accepts_nothing(client, clock, key_pair, monkeypatch):
-    def broken(request):
+    def broken(request, **options):
         raise OperationalError("database is down")
 
     monkeypatch.setattr("sandbox.views.find_key", broken)
@@ -615,12 +615,22 @@ def test_real_endpoint_writes_no_key_row_while_last_used_is_fresh(
     assert_accepted(api(client, pair=key_pair))
     clock.advance(10)
 
-    # Key, balances, and (with the test suite's unbatched log) the request-log row.
-    with django_assert_max_num_queries(3) as captured:
+    # Key with balances (one query), and (with the test suite's unbatched log) the request-log row.
+    with django_assert_max_num_queries(2) as captured:
         assert_accepted(api(client, pair=key_pair))
 
     assert not [query for query in captured.captured_queries if "keys_apikey" in query["sql"]
                 and not query["sql"].startswith("SELECT")]
+
+
+def test_accounts_list_without_any_currency_answers_an_empty_list(client, clock, key_pair):
+    Currency.objects.all().delete()
+
+    response = api(client, pair=key_pair)
+
+    assert response.status_code == 200
+    assert response.json() == {"data": []}
+    assert key_pair.fresh().last_used_at is not None
 
 
 def test_key_of_another_merchant_sees_only_its_own_balances(client, clock, owner, merchant, key_pair):
