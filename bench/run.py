@@ -5,7 +5,7 @@ database: migrate, seed (bench/seed.py), then for each case start gunicorn (-w 2
 case's request answers the expected status, warm up with wrk, measure with wrk (-t2 -c8, keep-alive), and stop
 gunicorn. Writes bench/results.md and bench/results.png; logs and raw numbers go to var/bench/.
 
-Environment: BENCH_SECONDS (20) per case, BENCH_WARMUP (5) seconds of warm-up per case,
+Environment: BENCH_SECONDS (20) per case, BENCH_WARMUP (3) seconds of warm-up per case,
 BENCH_PG_DATABASE (sandbox_bench) the PostgreSQL database created and dropped for the run,
 BENCH_PYSPY=1 to sample the workers with py-spy during each measurement (var/bench/profiles/; slows them down).
 """
@@ -37,7 +37,7 @@ BENCH = ROOT / "bench"
 VAR = ROOT / "var" / "bench"
 BIN = Path(sys.executable).parent
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
-WARMUP = int(os.environ.get("BENCH_WARMUP", "5"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "3"))
 PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "sandbox_bench")
 PYSPY = os.environ.get("BENCH_PYSPY") == "1"
 THREADS, CONNECTIONS = 2, 8
