@@ -236,7 +236,11 @@ class BatchWriter:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.flush()
+        if self.pending():
+            # The connection may have died while the process idled (a database restart): replaced, as the
+            # thread's is before each batch, rather than the last rows lost with it.
+            close_old_connections()
+            self.flush()
 
 
 writer = BatchWriter()

@@ -180,6 +180,17 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
         assert response.status == 200, content
         assert json.loads(content)["data"]
 
+    # The workers' database connections die between requests (a restart, an idle timeout): nothing fails.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert cursor.fetchall(), "the workers had connections to kill"
+    for _ in range(6):
+        response, content = client.request("POST", "/api/v2/accounts/list", body, headers)
+        assert response.status == 200, content
+    response, _ = client.request("GET", keys_path)
+    assert response.status == 200
+
     response, _ = client.post_form(f"{keys_path}{key_id}/rename/", {"name": "prod checkout"})
     assert response.status == 302
     response, _ = client.post_form(f"{keys_path}{key_id}/deactivate/", {"code": backup_codes[2]})
@@ -195,8 +206,9 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
     key = ApiKey.objects.get(pk=key_id)
     assert (key.status, key.name) == ("archived", "prod checkout")
 
-    # The request log: held in each worker's batch while it serves, written when the worker stops.
+    # The request log: held in each worker's batch while it serves, written when the worker stops (also by a
+    # worker whose connection was killed above and that served nothing since).
     assert not ApiRequest.objects.filter(merchant=merchant).exists()
     stop_gunicorn()
     logged = list(ApiRequest.objects.filter(merchant=merchant).values_list("status", "error_code"))
-    assert sorted(logged) == [(200, "")] * 6 + [(403, "bad_header_key")] * 4
+    assert sorted(logged) == [(200, "")] * 12 + [(403, "bad_header_key")] * 4

@@ -177,6 +177,29 @@ def test_the_thread_writes_a_batch_once_it_is_due_and_close_writes_the_rest(writ
     assert sorted(ApiRequest.objects.values_list("status", flat=True)) == [200, 201]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_last_batch_is_written_at_exit_even_when_the_connection_died_meanwhile(writer, monkeypatch):
+    from django.db import connection
+
+    from dashboard.models import Merchant
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL connection is killed from another session; SQLite's cannot die this way")
+    import psycopg
+
+    batch, _ = writer
+    no_writer_thread(monkeypatch)
+    merchant = Merchant.objects.create(name="Restarted", slug="restarted")
+    batch.add(request_log.LoggedRequest(merchant.pk, None, merchant.created_at, None, "POST", "/x", 200, ""))
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+
+    batch.close()
+
+    assert batch.pending() == 0
+    assert list(ApiRequest.objects.values_list("status", flat=True)) == [200]
+
+
 def test_a_forked_worker_starts_with_an_empty_batch(key_pair, merchant, writer, monkeypatch):
     batch, _ = writer
     no_writer_thread(monkeypatch)
