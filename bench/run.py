@@ -607,19 +607,22 @@ def write_markdown(info: dict, runs: list[dict], path: Path) -> None:
             "Database settings in force: " + ", ".join(
                 f"`{name}={value!r}`" for name, value in run_.get("settings", {}).items()),
             "",
-            "| case | req/s | p50 (ms) | p99 (ms) | errors | SQL queries per request | worker CPU (ms/request) "
-            "| host before → after |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| case | req/s | req/s of each turn | p50 (ms) | p99 (ms) | errors | SQL queries per request "
+            "| worker CPU (ms/request) | host before → after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for case_name, result in r.items():
             label = next(c.label for c in CASE_LABELS if c.name == case_name)
             errors = f"{result['errors']}" + (
                 f" ({', '.join(f'{s}: {n}' for s, n in sorted(result['statuses'].items()))})"
                 if result["errors"] else "")
-            lines.append(f"| {label} | {result['rps']:,.0f} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} "
+            turns = " / ".join(f"{part['rps']:,.0f}" for part in result.get("slices", []))
+            lines.append(f"| {label} | {result['rps']:,.0f} | {turns} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} "
                          f"| {errors} | {probes[case_name]['queries']} | {result['worker_cpu_ms']:.2f} | {host_text(result)} |")
         ratios, targets = evaluate(run_)
-        lines += ["", "Errors count socket errors and responses whose status is not the expected one "
+        lines += ["", "Req/s of each turn: the case's four turns in the order they ran, the cases of a stage in "
+                  "rotation; how far they spread is how much the host moved under this run. "
+                  "Errors count socket errors and responses whose status is not the expected one "
                   "(200; 403 for the two refusal cases). Worker CPU is the gunicorn workers' CPU time (from /proc) "
                   "divided by the requests served: unlike req/s it does not move when another tenant of the host "
                   "takes a core (it does when the CPU itself slows down). Host: how many cores a CPU-bound process got (2.0 is "
