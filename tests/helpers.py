@@ -66,3 +66,18 @@ def sign_in_verified(client, user: User) -> None:
 def seed_currencies() -> None:
     """The currencies migration 0002 adds; a transactional test's flush removes them, so such tests add them back."""
     import_module("sandbox.migrations.0002_currencies").add_currencies(apps, None)
+
+
+def kill_database_connection() -> None:
+    """Kill this process's PostgreSQL connection from another session, as a database restart would, leaving
+    Django unaware. Skips the test elsewhere: a SQLite connection cannot die this way."""
+    import pytest
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL connection is killed from another session; SQLite's cannot die this way")
+    import psycopg
+
+    connection.ensure_connection()
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
