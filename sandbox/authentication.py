@@ -23,6 +23,7 @@ from keys.models import ApiKey
 from keys.secret_store import open_secret
 
 from .errors import BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, MissingKey, MissingSignature, Unavailable
+from .key_lookup_cache import cached_lookup
 from .models import key_with_balances
 
 logger = logging.getLogger("sandbox.authentication")
@@ -55,7 +56,9 @@ def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, li
     """The key the request names, whatever its status (the request log wants it), without raising; with
     ``with_balances``, also its merchant's balances, read by the same query (else an empty list).
 
-    The request's first query, so it stands in for the connection's health check.
+    The answer is kept until the database changes (sandbox.key_lookup_cache); both are shared with other
+    requests, so read-only. The read, when there is one, is the request's first query, so it stands in for the
+    connection's health check.
     """
     public_key = request.META.get("HTTP_X_PROCESSING_KEY", "")
     # A value that cannot be a key costs no query.
@@ -63,8 +66,12 @@ def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, li
         return None, []
     connection = connections[ApiKey.objects.db]
     if with_balances:
-        return read_as_health_check(connection, lambda: key_with_balances(public_key))
-    return read_as_health_check(connection, lambda: ApiKey.objects.with_public_key(public_key)), []
+        def read():
+            return key_with_balances(public_key)
+    else:
+        def read():
+            return ApiKey.objects.with_public_key(public_key), []
+    return cached_lookup(connection, (public_key, with_balances), lambda: read_as_health_check(connection, read))
 
 
 def _reject_constant(name: str):

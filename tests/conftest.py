@@ -8,6 +8,7 @@ from dashboard.models import Role
 from keys import crypto
 from keys.models import ApiKey, KeyStatus
 from keys.secret_store import seal_secret
+from sandbox.key_lookup_cache import close_listeners
 
 from . import helpers
 from .sandbox_support import ALLOWED_IP, VECTOR_SECRET, KeyPair, activate_new_key
@@ -26,6 +27,14 @@ class Clock:
 
     def next_code_step(self) -> None:
         self.advance(30)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and then: the API's listening connections closed, or they would keep the PostgreSQL test
+    database from being dropped."""
+    yield
+    close_listeners()
 
 
 @pytest.fixture(autouse=True)

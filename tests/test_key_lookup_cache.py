@@ -1,0 +1,250 @@
+"""The API's kept key lookups (sandbox/key_lookup_cache.py): served again without a query, and never once the
+database has changed, whoever changed it; never kept inside a transaction, nor while the database cannot say.
+
+These tests need committed data, so they run outside the test's transaction (transactional_db)."""
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+
+import psycopg
+import pytest
+from django.db import connection, connections
+from django.test import RequestFactory
+
+from keys.models import ApiKey, KeyStatus
+from sandbox import key_lookup_cache
+from sandbox.authentication import find_key
+from sandbox.models import Balance, Currency
+
+from . import helpers
+from .sandbox_support import UNKNOWN_KEY, api, assert_accepted, assert_error, deactivate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+on_postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's LISTEN/NOTIFY")
+on_sqlite = pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's data_version")
+
+
+@pytest.fixture(autouse=True)
+def nothing_kept():
+    key_lookup_cache._kept.by_alias.clear()
+    helpers.seed_currencies()
+    yield
+    key_lookup_cache._kept.by_alias.clear()
+
+
+def lookup(public_key: str, *, with_balances: bool = False):
+    request = RequestFactory().post("/api/v2/accounts/list", HTTP_X_PROCESSING_KEY=public_key)
+    return find_key(request, with_balances=with_balances)
+
+
+def commit_elsewhere(sql: str, params: list) -> None:
+    """Commit ``sql`` on another connection, as another worker process would."""
+    if connection.vendor == "postgresql":
+        with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+            other.execute(sql, params)
+        return
+
+    def write():
+        try:
+            with connections["default"].cursor() as cursor:  # this thread's own connection
+                cursor.execute(sql, params)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join()
+
+
+def seen_within(seconds: float, check) -> bool:
+    """Whether ``check()`` holds within ``seconds``: another process's commit reaches PostgreSQL's listeners
+    a moment after its COMMIT returns."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+    return True
+
+
+def test_a_key_looked_up_once_is_served_again_without_a_query(key_pair, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        first, balances = lookup(key_pair.public_key, with_balances=True)
+    with django_assert_num_queries(0):
+        again, balances_again = lookup(key_pair.public_key, with_balances=True)
+    assert again.pk == first.pk == key_pair.key.pk
+    assert balances_again == balances
+    # The lookup without balances is another answer, kept apart.
+    with django_assert_num_queries(1):
+        key, none = lookup(key_pair.public_key)
+    assert (key.pk, none) == (key_pair.key.pk, [])
+
+
+def test_a_key_deactivated_in_this_process_is_refused_from_the_next_request(client, clock, owner, merchant, key_pair):
+    assert_accepted(api(client, pair=key_pair))
+    deactivate(clock, owner, merchant, key_pair)
+    assert_error(api(client, pair=key_pair), "bad_header_key")
+
+
+def test_a_key_deactivated_by_another_process_is_refused(client, key_pair):
+    assert_accepted(api(client, pair=key_pair))
+    commit_elsewhere(f"UPDATE {ApiKey._meta.db_table} SET status = %s WHERE id = %s",
+                     [KeyStatus.DEACTIVATED, key_pair.key.pk])
+    assert seen_within(1.0, lambda: lookup(key_pair.public_key)[0].status == KeyStatus.DEACTIVATED)
+    assert_error(api(client, pair=key_pair), "bad_header_key")
+
+
+@on_sqlite
+def test_on_sqlite_another_connections_commit_is_seen_by_the_very_next_lookup(key_pair):
+    lookup(key_pair.public_key)
+    commit_elsewhere(f"UPDATE {ApiKey._meta.db_table} SET status = %s WHERE id = %s",
+                     [KeyStatus.DEACTIVATED, key_pair.key.pk])
+    assert lookup(key_pair.public_key)[0].status == KeyStatus.DEACTIVATED
+
+
+def test_an_unknown_key_is_kept_as_unknown_until_a_key_is_added(merchant, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        assert lookup(UNKNOWN_KEY) == (None, [])
+    with django_assert_num_queries(0):
+        assert lookup(UNKNOWN_KEY) == (None, [])
+    ApiKey.objects.create(merchant=merchant, public_key=UNKNOWN_KEY, status=KeyStatus.GENERATED)
+    key, _ = lookup(UNKNOWN_KEY)
+    assert key is not None and key.status == KeyStatus.GENERATED
+
+
+def test_a_balance_changed_elsewhere_is_in_the_next_answer(client, merchant, key_pair):
+    before = {row["currency"]: row["balance"] for row in assert_accepted(api(client, pair=key_pair))["data"]}
+    assert before["BTC"] == "0"
+    btc = Currency.objects.get(code="BTC")
+    commit_elsewhere(f"INSERT INTO {Balance._meta.db_table} (merchant_id, currency_id, amount) VALUES (%s, %s, %s)",
+                     [merchant.pk, btc.pk, "0.5"])
+
+    def btc_balance():
+        return dict((code, amount) for code, _, amount in lookup(key_pair.public_key, with_balances=True)[1])["BTC"]
+
+    assert seen_within(1.0, lambda: btc_balance() == Decimal("0.5"))
+    after = {row["currency"]: row["balance"] for row in assert_accepted(api(client, pair=key_pair))["data"]}
+    assert after["BTC"] == "0.5"
+
+
+def test_a_key_changed_in_this_process_by_any_means_is_read_again(key_pair):
+    """Not only the services: the admin, a shell or a data migration may write the row."""
+    lookup(key_pair.public_key)
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.0/24"])
+    assert lookup(key_pair.public_key)[0].allowed_networks == ["192.0.2.0/24"]
+    ApiKey.objects.filter(pk=key_pair.key.pk).delete()
+    assert lookup(key_pair.public_key) == (None, [])
+
+
+def test_inside_a_transaction_every_lookup_reads_the_database(key_pair, django_assert_num_queries):
+    from django.db import transaction
+
+    lookup(key_pair.public_key)
+    with transaction.atomic():
+        with django_assert_num_queries(2):
+            lookup(key_pair.public_key)
+            lookup(key_pair.public_key)
+        # Its own uncommitted change is what a lookup inside it sees, and what is rolled back is never kept.
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(status=KeyStatus.DEACTIVATED)
+        assert lookup(key_pair.public_key)[0].status == KeyStatus.DEACTIVATED
+        transaction.set_rollback(True)
+    assert lookup(key_pair.public_key)[0].status == KeyStatus.ACTIVE
+
+
+def test_kept_answers_are_bounded(monkeypatch, merchant):
+    monkeypatch.setattr(key_lookup_cache, "MAX_ANSWERS", 3)
+    for n in range(10):
+        lookup("sbx_" + f"{n:040x}")
+        assert len(key_lookup_cache._kept.by_alias["default"][1]) <= 3
+
+
+@on_sqlite
+def test_an_in_memory_sqlite_database_keeps_nothing():
+    in_memory = connections["default"].__class__({**connection.settings_dict, "NAME": ":memory:"}, alias="in-memory")
+    try:
+        assert key_lookup_cache.change_token(in_memory) is None
+    finally:
+        in_memory.close()
+
+
+@on_sqlite
+def test_on_sqlite_the_token_moves_with_other_commits_and_own_writes(key_pair):
+    before = key_lookup_cache.change_token(connection)
+    assert key_lookup_cache.change_token(connection) == before
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(name="renamed here")
+    after_own = key_lookup_cache.change_token(connection)
+    assert after_own != before
+    commit_elsewhere(f"UPDATE {ApiKey._meta.db_table} SET name = %s WHERE id = %s", ["renamed there", key_pair.key.pk])
+    assert key_lookup_cache.change_token(connection) != after_own
+
+
+@on_postgresql
+def test_on_postgresql_this_processs_own_commit_is_heard_before_it_returns(key_pair):
+    listener = key_lookup_cache.change_listener("default")
+    before = listener.generation()
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(name="renamed")
+    assert listener.generation() != before
+
+
+@on_postgresql
+def test_on_postgresql_a_lost_listening_connection_is_replaced_and_nothing_kept_before_is_used(
+    key_pair, django_assert_num_queries
+):
+    listener = key_lookup_cache.change_listener("default")
+    lookup(key_pair.public_key)
+    backend_pid = listener._connection.info.backend_pid
+    commit_elsewhere("SELECT pg_terminate_backend(%s)", [backend_pid])
+    # Changes made while it was gone went unheard: what was kept before is read again.
+    assert seen_within(2.0, lambda: listener._connection is None or listener.generation() is None)
+    with django_assert_num_queries(1):
+        lookup(key_pair.public_key)
+    assert listener._connection.info.backend_pid != backend_pid
+    with django_assert_num_queries(0):
+        lookup(key_pair.public_key)
+
+
+@on_postgresql
+def test_on_postgresql_while_it_cannot_listen_every_lookup_reads_the_database(
+    monkeypatch, key_pair, django_assert_num_queries
+):
+    listener = key_lookup_cache.change_listener("default")
+    listener.close()
+
+    def refuse(*args, **kwargs):
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(key_lookup_cache.psycopg, "connect", refuse)
+    with django_assert_num_queries(2):
+        lookup(key_pair.public_key)
+        lookup(key_pair.public_key)
+    assert listener._connection is None and listener._retry_at > 0
+    # Tried again once the retry delay has passed, and answers are kept again.
+    monkeypatch.undo()
+    listener._retry_at = 0.0
+    with django_assert_num_queries(1):
+        lookup(key_pair.public_key)
+        lookup(key_pair.public_key)
+
+
+@on_postgresql
+def test_on_postgresql_a_forked_process_listens_on_a_connection_of_its_own(monkeypatch):
+    parents = key_lookup_cache.change_listener("default")
+    monkeypatch.setattr(key_lookup_cache, "_listeners", {"default": parents})
+    monkeypatch.setattr(key_lookup_cache, "_inherited", [])
+    monkeypatch.setattr(key_lookup_cache.os, "getpid", lambda: parents.pid + 1)
+    childs = key_lookup_cache.change_listener("default")
+    assert childs is not parents and childs.pid == parents.pid + 1
+    # The parent's is kept, not collected: collecting it would close the parent's session.
+    assert parents in key_lookup_cache._inherited
+    childs.close()
+
+
+@on_postgresql
+def test_on_postgresql_the_three_tables_notify_their_changes():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE %s ORDER BY 1",
+                       ["%_notify_api_data"])
+        tables = [row[0] for row in cursor.fetchall()]
+    assert tables == sorted([ApiKey._meta.db_table, Balance._meta.db_table, Currency._meta.db_table])
