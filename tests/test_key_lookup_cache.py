@@ -4,6 +4,7 @@ database has changed, whoever changed it; never kept inside a transaction, nor w
 These tests need committed data, so they run outside the test's transaction (transactional_db)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from decimal import Decimal
@@ -153,6 +154,37 @@ def test_inside_a_transaction_every_lookup_reads_the_database(key_pair, django_a
     assert lookup(key_pair.public_key)[0].status == KeyStatus.ACTIVE
 
 
+def test_with_autocommit_turned_off_nothing_is_kept_and_a_rollback_is_never_served(key_pair):
+    from django.db import transaction
+
+    lookup(key_pair.public_key)
+    transaction.set_autocommit(False)
+    try:
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.0/24"])
+        assert lookup(key_pair.public_key)[0].allowed_networks == ["192.0.2.0/24"]
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+    assert lookup(key_pair.public_key)[0].allowed_networks == []
+
+
+def test_a_forked_process_starts_with_nothing_kept(key_pair):
+    lookup(key_pair.public_key)
+    assert key_lookup_cache._kept.by_alias
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if not key_lookup_cache._kept.by_alias else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_with_the_setting_off_every_lookup_reads_the_database(settings, key_pair, django_assert_num_queries):
+    settings.SANDBOX_KEEP_KEY_LOOKUPS = False
+    with django_assert_num_queries(2):
+        lookup(key_pair.public_key)
+        lookup(key_pair.public_key)
+
+
 def test_kept_answers_are_bounded(monkeypatch, merchant):
     monkeypatch.setattr(key_lookup_cache, "MAX_ANSWERS", 3)
     for n in range(10):
@@ -229,16 +261,50 @@ def test_on_postgresql_while_it_cannot_listen_every_lookup_reads_the_database(
 
 
 @on_postgresql
+def test_on_postgresql_a_listening_connection_that_does_not_answer_is_replaced(key_pair, django_assert_num_queries):
+    listener = key_lookup_cache.change_listener("default")
+    lookup(key_pair.public_key)
+    silent = listener._connection
+    # A ping that gets no answer: the server busy with something else, as a connection cut without a word
+    # looks from this side.
+    silent.pgconn.send_query(b"SELECT pg_sleep(5)")
+    listener._ping_sent_at = time.monotonic() - key_lookup_cache.SILENCE_SECONDS - 1
+    with django_assert_num_queries(1):
+        lookup(key_pair.public_key)
+    assert listener._connection is not silent
+
+
+@on_postgresql
+def test_on_postgresql_after_a_quiet_spell_the_connection_proves_alive_before_answers_are_kept(
+    key_pair, django_assert_num_queries
+):
+    listener = key_lookup_cache.change_listener("default")
+    lookup(key_pair.public_key)
+    listener._heard_at = time.monotonic() - key_lookup_cache.SILENCE_SECONDS - 1
+    with django_assert_num_queries(1):
+        lookup(key_pair.public_key)  # not sure it is alive: asks, and reads the database meanwhile
+    assert seen_within(1.0, lambda: listener.generation() is not None)
+    lookup(key_pair.public_key)
+    with django_assert_num_queries(0):
+        lookup(key_pair.public_key)
+
+
+@on_postgresql
 def test_on_postgresql_a_forked_process_listens_on_a_connection_of_its_own(monkeypatch):
     parents = key_lookup_cache.change_listener("default")
+    parents_token = parents.generation()
     monkeypatch.setattr(key_lookup_cache, "_listeners", {"default": parents})
     monkeypatch.setattr(key_lookup_cache, "_inherited", [])
     monkeypatch.setattr(key_lookup_cache.os, "getpid", lambda: parents.pid + 1)
     childs = key_lookup_cache.change_listener("default")
-    assert childs is not parents and childs.pid == parents.pid + 1
-    # The parent's is kept, not collected: collecting it would close the parent's session.
-    assert parents in key_lookup_cache._inherited
-    childs.close()
+    try:
+        assert childs is not parents and childs.pid == parents.pid + 1
+        # Numbers are never handed out twice: nothing the parent kept can pass for the child's.
+        assert childs.generation() > parents_token
+        # The parent's is kept, not collected: collecting it would close the parent's session.
+        assert parents in key_lookup_cache._inherited
+    finally:
+        childs.close()
 
 
 @on_postgresql
