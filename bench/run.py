@@ -6,7 +6,7 @@ database: migrate, seed (bench/seed.py), then for each stage of data (10, 1,000 
 stage's cases with wrk (-t2 -c8, keep-alive) in rotation, four turns each, and stop gunicorn. Writes
 bench/results.md and bench/results.png; logs and raw numbers go to var/bench/.
 
-Environment: BENCH_SECONDS (20) per case, BENCH_WARMUP (2) seconds of warm-up per case,
+Environment: BENCH_SECONDS (20) per case, BENCH_WARMUP (1) seconds of warm-up per case,
 BENCH_PG_DATABASE (sandbox_bench) the PostgreSQL database created and dropped for the run,
 BENCH_PYSPY=1 to sample the workers with py-spy during each measurement (var/bench/profiles/; slows them down).
 """
@@ -42,7 +42,7 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 # Each case's SECONDS are taken in this many turns, the cases of a stage in rotation (measure_group).
 SLICES = 4
 SLICE_SECONDS = max(1, round(SECONDS / SLICES))
-WARMUP = int(os.environ.get("BENCH_WARMUP", "2"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "sandbox_bench")
 PYSPY = os.environ.get("BENCH_PYSPY") == "1"
 THREADS, CONNECTIONS = 2, 8
