@@ -211,8 +211,8 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 # request's row before answering it.
 SANDBOX_REQUEST_LOG_FLUSH_SECONDS = float(os.environ.get("SANDBOX_REQUEST_LOG_FLUSH_SECONDS", "1"))
 SANDBOX_REQUEST_LOG_BATCH_SIZE = 1000
-# The sandbox API keeps key lookups until the database changes (sandbox/key_lookup_cache.py). On PostgreSQL,
-# other workers hear a change a few milliseconds at worst after its commit; 0 looks every key up every time.
+# The sandbox API keeps key lookups until the database changes (sandbox/key_lookup_cache.py); 0 looks every key
+# up every time.
 SANDBOX_KEEP_KEY_LOOKUPS = os.environ.get("SANDBOX_KEEP_KEY_LOOKUPS", "1") == "1"
 
 LOGGING = {

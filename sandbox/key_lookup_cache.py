@@ -2,28 +2,29 @@
 
 A signed request's one query (its key, with the merchant's balances for accounts/list) cost it more than
 everything else it does beyond Django's own floor (see bench/). Each thread keeps the answers per database
-connection, and before each lookup asks the database, without a query, whether anything was committed since:
+connection, and before each lookup asks, without a query, whether anything was committed since:
 
 - SQLite (a file): ``PRAGMA data_version`` changes when another connection commits, ``total_changes`` when this
-  one writes; both come from memory the processes share, no table is read. A change is seen by the very next
-  lookup in every process: a key deactivated, rotated or deleted is refused from the next request.
+  one writes; both come from memory the processes share, no table is read. The very next lookup in any process
+  sees any commit.
 - PostgreSQL: triggers on the tables the answers come from NOTIFY a channel when their transaction commits
-  (migration sandbox 0003). Each process LISTENs on a connection of its own and drains it, without waiting,
-  before each lookup; its own commits it hears with their COMMIT. Other processes hear a commit a little after
-  it returns: on this 2-core machine a median of ~25 µs, a 99th percentile of 0.04-3.3 ms, at worst 8.5 ms
-  (bench/README.md). The Owner's confirmation page takes longer than that to arrive, but nothing waits for it:
-  a request that reaches another worker within those milliseconds is answered as before the change.
-  SANDBOX_KEEP_KEY_LOOKUPS=0 trades the cache for a query per request. Writes made with the triggers
-  disabled (session_replication_role=replica, a restore with --disable-triggers) are not heard: restart the
-  workers after one.
-- Anything else (an in-memory SQLite database, a lookup inside a transaction, the setting off): nothing is
-  kept, a query each time.
+  (migration sandbox 0003). Each process has a listener thread on a connection of its own (ChangeListener)
+  that moves a generation number on at each notification and then acknowledges it; a commit of this process
+  returns only once every listener of the database has acknowledged it (at most ACK_TIMEOUT_SECONDS). So when
+  the code that deactivated a key answers the Owner, no worker uses an answer from before.
+- Anything else (an in-memory SQLite database, a lookup inside a transaction, a PostgreSQL listener not known
+  to be alive, SANDBOX_KEEP_KEY_LOOKUPS=0): nothing is kept, a query each time.
+
+Writes made with the triggers disabled (session_replication_role=replica, a restore with --disable-triggers)
+are not heard at all: restart the workers after one. Writes from outside Django (psql) are heard, but nothing
+waits for the acknowledgements.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import os
+import select
 import threading
 from collections.abc import Callable, Hashable
 from time import monotonic
@@ -31,7 +32,7 @@ from typing import TypeVar
 
 import psycopg
 from django.conf import settings
-from django.db import connections
+from django.db.backends.base.base import NO_DB_ALIAS
 
 logger = logging.getLogger("sandbox.key_lookup_cache")
 
@@ -39,14 +40,21 @@ T = TypeVar("T")
 
 # Answers kept per thread and database; beyond this (a flood of made-up keys) they are all dropped.
 MAX_ANSWERS = 4096
-# The channel the triggers of migration sandbox 0003 notify.
+# The channel the triggers of migration sandbox 0003 notify, with the transaction's id.
 CHANGES_CHANNEL = "sandbox_api_data"
+# Where listeners acknowledge a change (payload: the change's transaction id), and how they are told apart in
+# pg_stat_activity.
+ACKNOWLEDGEMENTS_CHANNEL = "sandbox_api_ack"
+LISTENER_APPLICATION_NAME = "sandbox-api-listener"
 # After a failed attempt to listen, lookups go to the database for this long before the next attempt.
 LISTEN_RETRY_SECONDS = 1.0
 # The listening connection is asked for a sign of life when it has said nothing for PING_SECONDS, and kept
-# answers are used only while it said something within SILENCE_SECONDS.
-PING_SECONDS = 1.0
-SILENCE_SECONDS = 2.0
+# answers are used only while it said something within SILENCE_SECONDS. A commit waits at most
+# ACK_TIMEOUT_SECONDS for the acknowledgements; longer than SILENCE_SECONDS, so a listener it gives up on
+# no longer uses what it kept.
+PING_SECONDS = 0.25
+SILENCE_SECONDS = 1.0
+ACK_TIMEOUT_SECONDS = 2.0
 
 
 class _Kept(threading.local):
@@ -104,125 +112,217 @@ def change_token(connection) -> Hashable | None:
         # The connection itself is part of the token: data_version is per connection, and a new one starts over.
         return raw, version, raw.total_changes
     if connection.vendor == "postgresql":
-        return change_listener(connection.alias).generation()
+        listener = change_listener(connection.alias)
+        return None if listener is None else listener.generation()
     return None
 
 
 class ChangeListener:
-    """How many times this process has heard of a change to one database's API data.
+    """This process's ear on one PostgreSQL database: a thread with a LISTEN connection of its own.
 
-    Two ears: a LISTEN connection of its own, drained before each lookup, hears the commits of other
-    processes; and each of this process's Django connections LISTENs too (``listen_on_new_connection``), so a
-    commit made here is heard in the very answer to the COMMIT.
+    On a change notification it moves the generation on (what was kept is no longer used) and then
+    acknowledges it. A commit made in this process waits, before it returns, until every listener of every
+    process has acknowledged it (``await_acknowledgements``), so by the time the code that made the change
+    answers anyone, no worker uses an answer from before it.
 
-    Kept answers are used only while the listening connection is known to be alive: it is asked a
-    ``SELECT 1`` when it has said nothing for PING_SECONDS, and treated as lost when the answer takes longer
-    than SILENCE_SECONDS (a connection cut without a word, behind a proxy say). While lost, nothing is kept.
+    Kept answers are used only while the thread has heard from the database within SILENCE_SECONDS (it pings
+    after PING_SECONDS of quiet): a listener whose connection was cut without a word, or whose thread cannot
+    run, keeps nothing, and a commit stops waiting for it after ACK_TIMEOUT_SECONDS, longer than that.
     """
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, params: dict) -> None:
         self.alias = alias
         self.pid = os.getpid()
-        self._lock = threading.Lock()
-        self._connection = None
+        self.dbname = params.get("dbname")
+        self._params = {**params, "application_name": LISTENER_APPLICATION_NAME, "autocommit": True}
+        # A database that does not answer must not hold the thread long: its kept answers are unused meanwhile,
+        # but it is back sooner.
+        for name, value in (("connect_timeout", 2), ("keepalives", 1), ("keepalives_idle", 5),
+                            ("keepalives_interval", 2), ("keepalives_count", 2), ("tcp_user_timeout", 5000)):
+            self._params.setdefault(name, value)
         self._generation = next(_changes)
-        self._retry_at = 0.0
+        self._alive_until = 0.0
         self._heard_at = 0.0
-        self._ping_sent_at: float | None = None
-
-    def hear(self, notification=None) -> None:
-        self._generation = next(_changes)
+        self._backend_pid: int | None = None
+        self._condition = threading.Condition()
+        self._to_acknowledge: list[str] = []
+        self._wanted: list[str] = []  # own changes whose listeners are still to be counted
+        self._expected: dict[str, frozenset[int]] = {}  # own change -> listeners that must acknowledge it
+        self._acknowledged: dict[str, set[int]] = {}
+        self._acknowledged_at: dict[str, float] = {}
+        self._stopping = False
+        self._wake_reader, self._wake_writer = os.pipe()
+        os.set_blocking(self._wake_reader, False)
+        os.set_blocking(self._wake_writer, False)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"api-change-listener-{alias}", daemon=True)
+        self._thread.start()
 
     def generation(self) -> int | None:
-        """A number that moves on with each change heard (and each new connection); None while not listening
-        or not sure the connection is alive."""
-        with self._lock:
-            if self._connection is None and not self._listen():
-                return None
-            if not self._drain():
-                return None
-            now = monotonic()
-            if now - self._heard_at < SILENCE_SECONDS:
-                if now - self._heard_at >= PING_SECONDS:
-                    self._ping(now)
-                return self._generation
-            self._ping(now)
-            return None
+        """A number that moves on with each change heard (and each new connection); None while the thread is
+        not known to be listening."""
+        if monotonic() < self._alive_until:
+            return self._generation
+        return None
 
-    def _drain(self) -> bool:
-        """Read what the socket holds, never waiting: notifications, the answer to a ping. False when the
-        connection turns out to be lost (it is then closed)."""
-        pgconn = self._connection.pgconn
-        try:
-            pgconn.consume_input()
-            heard = False
-            while pgconn.notifies() is not None:
-                heard = True
-            while self._ping_sent_at is not None and not pgconn.is_busy():
-                if pgconn.get_result() is None:  # the end of the ping's answer
-                    self._ping_sent_at = None
-                    heard = True
-        except psycopg.Error:
-            logger.warning("lost the connection listening for API data changes; reconnecting")
-            self._close()
-            return False
-        if heard:
-            self._heard_at = monotonic()
-            self.hear()
-        if self._ping_sent_at is not None and monotonic() - self._ping_sent_at > SILENCE_SECONDS:
-            logger.warning("the connection listening for API data changes went silent; reconnecting")
-            self._close()
-            return False
-        return True
+    def wait_until_listening(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
 
-    def _ping(self, now: float) -> None:
-        if self._ping_sent_at is None:
-            self._connection.pgconn.send_query(b"SELECT 1")
-            self._connection.pgconn.flush()
-            self._ping_sent_at = now
+    def hear(self) -> None:
+        self._generation = next(_changes)
 
-    def _listen(self) -> bool:
-        if monotonic() < self._retry_at:
-            return False
-        params = connections[self.alias].get_connection_params()
-        # Connecting holds the lock, so a database that does not answer must not hold it long.
-        params.setdefault("connect_timeout", 2)
-        try:
-            connection = psycopg.connect(**params, autocommit=True)
-            connection.execute(f"LISTEN {CHANGES_CHANNEL}")
-        except psycopg.Error as error:
-            logger.warning("cannot listen for API data changes (%s); looking keys up every time", error)
-            self._retry_at = monotonic() + LISTEN_RETRY_SECONDS
-            return False
-        self._connection = connection
-        self._heard_at = monotonic()
-        self._ping_sent_at = None
-        # Whatever was kept was read before this connection listened: changes since would be unheard.
-        self.hear()
-        return True
-
-    def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        self.hear()
-        if connection is not None:
-            connection.close()
+    def await_acknowledgements(self, change: str) -> None:
+        """Return once every listener of this database has acknowledged ``change``, a commit of this process
+        (at most ACK_TIMEOUT_SECONDS)."""
+        deadline = monotonic() + ACK_TIMEOUT_SECONDS
+        with self._condition:
+            if self._backend_pid is None:
+                logger.warning("no listening connection to confirm API data change %s with; not waiting", change)
+                return
+            self._wanted.append(change)
+            self._wake()
+            try:
+                while True:
+                    expected = self._expected.get(change)
+                    if expected is not None and expected <= self._acknowledged.get(change, set()):
+                        return
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        missing = (expected or frozenset()) - self._acknowledged.get(change, set())
+                        logger.warning("API data change %s: no acknowledgement from listener(s) %s within %.1f s",
+                                       change, sorted(missing) or "?", ACK_TIMEOUT_SECONDS)
+                        return
+                    self._condition.wait(remaining)
+            finally:
+                self._expected.pop(change, None)
+                self._acknowledged.pop(change, None)
+                self._acknowledged_at.pop(change, None)
 
     def close(self) -> None:
-        with self._lock:
-            self._close()
+        self._stopping = True
+        self._wake()
+        self._thread.join(timeout=5)
+        os.close(self._wake_reader)
+        os.close(self._wake_writer)
+
+    # The thread
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_writer, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already awake, or closed
+
+    def _run(self) -> None:
+        while not self._stopping:
+            connection = None
+            try:
+                connection = psycopg.connect(**self._params)
+                connection.add_notify_handler(self._on_notification)
+                connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+                connection.execute(f"LISTEN {ACKNOWLEDGEMENTS_CHANNEL}")
+                with self._condition:
+                    self._backend_pid = connection.info.backend_pid
+                # Whatever was kept was read before this connection listened: changes since would be unheard.
+                self.hear()
+                self._heard_at = monotonic()
+                self._alive_until = self._heard_at + SILENCE_SECONDS
+                self._ready.set()
+                self._serve(connection)
+            except psycopg.Error as error:
+                if not self._stopping:
+                    logger.warning("listening for API data changes failed (%s); keys are looked up every time "
+                                   "until it is back", error)
+            finally:
+                self._alive_until = 0.0
+                self.hear()
+                with self._condition:
+                    self._backend_pid = None
+                    self._condition.notify_all()
+                if connection is not None:
+                    connection.close()
+            if not self._stopping:
+                select.select([self._wake_reader], [], [], LISTEN_RETRY_SECONDS)
+
+    def _serve(self, connection) -> None:
+        pgconn = connection.pgconn
+        while not self._stopping:
+            select.select([pgconn.socket, self._wake_reader], [], [], PING_SECONDS)
+            try:
+                os.read(self._wake_reader, 4096)
+            except BlockingIOError:
+                pass
+            pgconn.consume_input()
+            while (notification := pgconn.notifies()) is not None:
+                self._heard_at = monotonic()
+                self._on_notification(psycopg.Notify(notification.relname.decode(), notification.extra.decode(),
+                                                     notification.be_pid))
+            self._count_listeners(connection)
+            self._acknowledge(connection)
+            if monotonic() - self._heard_at >= PING_SECONDS:
+                connection.execute("SELECT 1")
+                self._heard_at = monotonic()
+            self._alive_until = self._heard_at + SILENCE_SECONDS
+            self._forget_old_acknowledgements()
+
+    def _on_notification(self, notification) -> None:
+        if notification.channel == CHANGES_CHANNEL:
+            self.hear()  # first: an acknowledgement says that this process no longer uses older answers
+            self._to_acknowledge.append(notification.payload)
+        elif notification.channel == ACKNOWLEDGEMENTS_CHANNEL:
+            with self._condition:
+                self._acknowledged.setdefault(notification.payload, set()).add(notification.pid)
+                self._acknowledged_at[notification.payload] = monotonic()
+                self._condition.notify_all()
+
+    def _count_listeners(self, connection) -> None:
+        with self._condition:
+            wanted, self._wanted = self._wanted, []
+        if not wanted:
+            return
+        # Counted after the commit: a listener that connects later reads what it keeps after the change.
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            [LISTENER_APPLICATION_NAME],
+        ).fetchall()
+        self._heard_at = monotonic()
+        with self._condition:
+            for change in wanted:
+                self._expected[change] = frozenset(pid for (pid,) in rows)
+            self._condition.notify_all()
+
+    def _acknowledge(self, connection) -> None:
+        while self._to_acknowledge:
+            change = self._to_acknowledge.pop(0)
+            connection.execute("SELECT pg_notify(%s, %s)", [ACKNOWLEDGEMENTS_CHANNEL, change])
+            self._heard_at = monotonic()
+
+    def _forget_old_acknowledgements(self) -> None:
+        # Acknowledgements of other processes' changes, which no one here waits for.
+        horizon = monotonic() - 2 * ACK_TIMEOUT_SECONDS
+        with self._condition:
+            for change in [c for c, at in self._acknowledged_at.items() if at < horizon and c not in self._expected]:
+                del self._acknowledged_at[change]
+                self._acknowledged.pop(change, None)
 
 
 def listen_on_new_connection(sender, connection, **kwargs) -> None:
-    """connection_created: a new PostgreSQL connection of Django's LISTENs, so this process hears its own
-    commits at once (see ChangeListener)."""
-    if connection.vendor != "postgresql":
+    """connection_created: make sure this process listens to the database (its own listener, started now, so
+    that it hears the acknowledgements of this connection's commits), and have this connection LISTEN too, so a
+    commit made on it is heard, and waited for, in the very answer to its COMMIT."""
+    if connection.vendor != "postgresql" or connection.alias == NO_DB_ALIAS or not settings.SANDBOX_KEEP_KEY_LOOKUPS:
         return
+    params = connection.get_connection_params()
+    listener = start_listener(connection.alias, params)
     raw = connection.connection
-    alias = connection.alias
+    backend_pid = raw.info.backend_pid
 
     def heard_on_own_connection(notification) -> None:
-        # Looked up each time: after a fork, the child's listener, not the parent's.
-        change_listener(alias).hear()
+        if notification.channel != CHANGES_CHANNEL:
+            return
+        listener.hear()
+        if notification.pid == backend_pid:  # a commit made on this very connection
+            listener.await_acknowledgements(notification.payload)
 
     raw.add_notify_handler(heard_on_own_connection)
     # On the driver's connection: not a query of the request's (nor of a test's query count).
@@ -239,23 +339,38 @@ _listeners_lock = threading.Lock()
 _inherited: list[ChangeListener] = []
 
 
-def change_listener(alias: str) -> ChangeListener:
+def change_listener(alias: str) -> ChangeListener | None:
+    """This process's listener on ``alias``, if it has one (started by its first connection there)."""
     listener = _listeners.get(alias)
     if listener is None or listener.pid != os.getpid():
-        with _listeners_lock:
-            listener = _listeners.get(alias)
-            if listener is None or listener.pid != os.getpid():
-                if listener is not None:
-                    _inherited.append(listener)
-                listener = _listeners[alias] = ChangeListener(alias)
+        return None
+    return listener
+
+
+def start_listener(alias: str, params: dict) -> ChangeListener:
+    """This process's listener on ``alias``, started (and given up to its connect timeout to listen) if it has
+    none, or had one on another database."""
+    with _listeners_lock:
+        listener = _listeners.get(alias)
+        if listener is not None and listener.pid == os.getpid() and listener.dbname == params.get("dbname"):
+            return listener
+        if listener is not None:
+            if listener.pid == os.getpid():
+                listener.close()
+            else:
+                _inherited.append(listener)
+        listener = _listeners[alias] = ChangeListener(alias, params)
+    listener.wait_until_listening(timeout=3)
     return listener
 
 
 def close_listeners() -> None:
-    """Close this process's listening connections (before its database is dropped, say)."""
+    """Stop this process's listeners (before its database is dropped, say)."""
     with _listeners_lock:
-        for listener in _listeners.values():
-            listener.close()
+        for alias, listener in list(_listeners.items()):
+            if listener.pid == os.getpid():
+                listener.close()
+            del _listeners[alias]
 
 
 def _forget_after_fork() -> None:

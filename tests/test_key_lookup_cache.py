@@ -212,27 +212,75 @@ def test_on_sqlite_the_token_moves_with_other_commits_and_own_writes(key_pair):
     assert key_lookup_cache.change_token(connection) != after_own
 
 
+def listener():
+    found = key_lookup_cache.change_listener("default")
+    assert found is not None, "the test's first connection started this process's listener"
+    assert found.wait_until_listening(5)
+    return found
+
+
+@pytest.fixture
+def another_worker():
+    """A listener as another worker process has one: its own thread and connection."""
+    other = key_lookup_cache.ChangeListener("default", connection.get_connection_params())
+    assert other.wait_until_listening(5)
+    yield other
+    other.close()
+
+
 @on_postgresql
-def test_on_postgresql_this_processs_own_commit_is_heard_before_it_returns(key_pair):
-    listener = key_lookup_cache.change_listener("default")
-    before = listener.generation()
-    ApiKey.objects.filter(pk=key_pair.key.pk).update(name="renamed")
-    assert listener.generation() != before
+def test_on_postgresql_a_commit_returns_only_once_every_worker_has_heard_it(key_pair, another_worker):
+    for n in range(30):
+        before = another_worker.generation(), listener().generation()
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(name=f"renamed {n}")
+        # No waiting here: the UPDATE's COMMIT waited for both acknowledgements.
+        assert another_worker.generation() not in (None, before[0])
+        assert listener().generation() not in (None, before[1])
+
+
+@on_postgresql
+def test_on_postgresql_a_key_deactivated_here_is_refused_by_another_worker_at_once(
+    client, clock, owner, merchant, key_pair, another_worker
+):
+    assert_accepted(api(client, pair=key_pair))
+    kept_under = another_worker.generation()
+    deactivate(clock, owner, merchant, key_pair)
+    assert another_worker.generation() not in (None, kept_under)
+
+
+@on_postgresql
+def test_on_postgresql_a_listener_that_never_acknowledges_delays_a_commit_only_so_long(
+    monkeypatch, caplog, key_pair
+):
+    monkeypatch.setattr(key_lookup_cache, "ACK_TIMEOUT_SECONDS", 0.3)
+    silent = psycopg.connect(**connection.get_connection_params(), autocommit=True,
+                             application_name=key_lookup_cache.LISTENER_APPLICATION_NAME)
+    silent_pid = silent.info.backend_pid
+    try:
+        silent.execute(f"LISTEN {key_lookup_cache.CHANGES_CHANNEL}")
+        started = time.monotonic()
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(name="renamed")
+        waited = time.monotonic() - started
+    finally:
+        silent.close()
+    assert 0.3 <= waited < 2
+    assert ApiKey.objects.get(pk=key_pair.key.pk).name == "renamed"
+    assert f"no acknowledgement from listener(s) [{silent_pid}]" in caplog.text
 
 
 @on_postgresql
 def test_on_postgresql_a_lost_listening_connection_is_replaced_and_nothing_kept_before_is_used(
-    key_pair, django_assert_num_queries
+    monkeypatch, key_pair, django_assert_num_queries
 ):
-    listener = key_lookup_cache.change_listener("default")
+    monkeypatch.setattr(key_lookup_cache, "LISTEN_RETRY_SECONDS", 0.05)
+    ear = listener()
     lookup(key_pair.public_key)
-    backend_pid = listener._connection.info.backend_pid
+    backend_pid = ear._backend_pid
     commit_elsewhere("SELECT pg_terminate_backend(%s)", [backend_pid])
+    assert seen_within(5.0, lambda: ear._backend_pid not in (None, backend_pid) and ear.generation() is not None)
     # Changes made while it was gone went unheard: what was kept before is read again.
-    assert seen_within(2.0, lambda: listener._connection is None or listener.generation() is None)
     with django_assert_num_queries(1):
         lookup(key_pair.public_key)
-    assert listener._connection.info.backend_pid != backend_pid
     with django_assert_num_queries(0):
         lookup(key_pair.public_key)
 
@@ -241,62 +289,45 @@ def test_on_postgresql_a_lost_listening_connection_is_replaced_and_nothing_kept_
 def test_on_postgresql_while_it_cannot_listen_every_lookup_reads_the_database(
     monkeypatch, key_pair, django_assert_num_queries
 ):
-    listener = key_lookup_cache.change_listener("default")
-    listener.close()
-
     def refuse(*args, **kwargs):
         raise psycopg.OperationalError("connection refused")
 
     monkeypatch.setattr(key_lookup_cache.psycopg, "connect", refuse)
-    with django_assert_num_queries(2):
-        lookup(key_pair.public_key)
-        lookup(key_pair.public_key)
-    assert listener._connection is None and listener._retry_at > 0
-    # Tried again once the retry delay has passed, and answers are kept again.
-    monkeypatch.undo()
-    listener._retry_at = 0.0
-    with django_assert_num_queries(1):
-        lookup(key_pair.public_key)
-        lookup(key_pair.public_key)
+    deaf = key_lookup_cache.ChangeListener("default", connection.get_connection_params())
+    monkeypatch.setitem(key_lookup_cache._listeners, "default", deaf)
+    try:
+        assert not deaf.wait_until_listening(0.2)
+        with django_assert_num_queries(2):
+            lookup(key_pair.public_key)
+            lookup(key_pair.public_key)
+    finally:
+        deaf.close()
 
 
 @on_postgresql
-def test_on_postgresql_a_listening_connection_that_does_not_answer_is_replaced(key_pair, django_assert_num_queries):
-    listener = key_lookup_cache.change_listener("default")
-    lookup(key_pair.public_key)
-    silent = listener._connection
-    # A ping that gets no answer: the server busy with something else, as a connection cut without a word
-    # looks from this side.
-    silent.pgconn.send_query(b"SELECT pg_sleep(5)")
-    listener._ping_sent_at = time.monotonic() - key_lookup_cache.SILENCE_SECONDS - 1
-    with django_assert_num_queries(1):
-        lookup(key_pair.public_key)
-    assert listener._connection is not silent
-
-
-@on_postgresql
-def test_on_postgresql_after_a_quiet_spell_the_connection_proves_alive_before_answers_are_kept(
+def test_on_postgresql_answers_are_kept_only_while_the_listener_is_known_to_be_alive(
     key_pair, django_assert_num_queries
 ):
-    listener = key_lookup_cache.change_listener("default")
+    ear = listener()
     lookup(key_pair.public_key)
-    listener._heard_at = time.monotonic() - key_lookup_cache.SILENCE_SECONDS - 1
+    ear._alive_until = 0.0  # as if its thread had not heard from the database for SILENCE_SECONDS
     with django_assert_num_queries(1):
-        lookup(key_pair.public_key)  # not sure it is alive: asks, and reads the database meanwhile
-    assert seen_within(1.0, lambda: listener.generation() is not None)
-    lookup(key_pair.public_key)
-    with django_assert_num_queries(0):
         lookup(key_pair.public_key)
+    # A quiet database is asked for a sign of life every PING_SECONDS, so the listener stays alive.
+    assert seen_within(2.0, lambda: ear.generation() is not None)
+    time.sleep(3 * key_lookup_cache.PING_SECONDS)
+    assert ear.generation() is not None
 
 
 @on_postgresql
 def test_on_postgresql_a_forked_process_listens_on_a_connection_of_its_own(monkeypatch):
-    parents = key_lookup_cache.change_listener("default")
+    parents = listener()
     parents_token = parents.generation()
     monkeypatch.setattr(key_lookup_cache, "_listeners", {"default": parents})
     monkeypatch.setattr(key_lookup_cache, "_inherited", [])
     monkeypatch.setattr(key_lookup_cache.os, "getpid", lambda: parents.pid + 1)
-    childs = key_lookup_cache.change_listener("default")
+    assert key_lookup_cache.change_listener("default") is None
+    childs = key_lookup_cache.start_listener("default", connection.get_connection_params())
     try:
         assert childs is not parents and childs.pid == parents.pid + 1
         # Numbers are never handed out twice: nothing the parent kept can pass for the child's.
