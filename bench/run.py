@@ -563,7 +563,8 @@ def evaluate(run_: dict) -> tuple[list[tuple[str, float, str]], list[tuple[str, 
         (f"signed path ≤ {MAX_SIGNED_PATH_QUERIES} queries with last-used fresh",
          mark(max(path_counts.values()) <= MAX_SIGNED_PATH_QUERIES),
          "at 10 / 1,000 / 100,000 keys: " + " / ".join(str(v) for v in path_counts.values())
-         + " (the whole accounts/list request; its request-log row goes into the batch)"),
+         + " (the whole accounts/list request: 1 when it reads its key and balances, 0 when the worker kept them "
+         "from an earlier request, sandbox/key_lookup_cache.py; its request-log row goes into the batch)"),
         (f"API keys and Activity pages: a fixed number of queries, ≤ {MAX_PAGE_QUERIES}",
          mark(fixed and max(pages.values()) <= MAX_PAGE_QUERIES),
          f"keys page {pages['keys_page']} / {pages['keys_page_large']}, "
