@@ -21,10 +21,11 @@ waits for the acknowledgements.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
-import select
+import selectors
 import threading
 from collections.abc import Callable, Hashable
 from time import monotonic
@@ -126,8 +127,9 @@ class ChangeListener:
     answers anyone, no worker uses an answer from before it.
 
     Kept answers are used only while the thread has heard from the database within SILENCE_SECONDS (it pings
-    after PING_SECONDS of quiet): a listener whose connection was cut without a word, or whose thread cannot
-    run, keeps nothing, and a commit stops waiting for it after ACK_TIMEOUT_SECONDS, longer than that.
+    after PING_SECONDS of quiet). A commit that cannot be confirmed (a listener that does not acknowledge, this
+    process's own listener down) waits ACK_TIMEOUT_SECONDS, longer than that: by then a worker that has not
+    heard of the change has not heard from the database for SILENCE_SECONDS either, so it keeps nothing.
     """
 
     def __init__(self, alias: str, params: dict) -> None:
@@ -151,6 +153,8 @@ class ChangeListener:
         self._acknowledged: dict[str, set[int]] = {}
         self._acknowledged_at: dict[str, float] = {}
         self._stopping = False
+        # Wakes the thread; its ends are closed by the thread itself when it stops, under this lock.
+        self._wake_lock = threading.Lock()
         self._wake_reader, self._wake_writer = os.pipe()
         os.set_blocking(self._wake_reader, False)
         os.set_blocking(self._wake_writer, False)
@@ -165,6 +169,9 @@ class ChangeListener:
             return self._generation
         return None
 
+    def is_running(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
     def wait_until_listening(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
@@ -172,15 +179,13 @@ class ChangeListener:
         self._generation = next(_changes)
 
     def await_acknowledgements(self, change: str) -> None:
-        """Return once every listener of this database has acknowledged ``change``, a commit of this process
-        (at most ACK_TIMEOUT_SECONDS)."""
+        """Return once every listener of this database has acknowledged ``change``, a commit of this process;
+        after ACK_TIMEOUT_SECONDS in any case (which is also safe, see the class)."""
         deadline = monotonic() + ACK_TIMEOUT_SECONDS
         with self._condition:
-            if self._backend_pid is None:
-                logger.warning("no listening connection to confirm API data change %s with; not waiting", change)
-                return
-            self._wanted.append(change)
-            self._wake()
+            if self._backend_pid is not None:
+                self._wanted.append(change)
+                self._wake()
             try:
                 while True:
                     expected = self._expected.get(change)
@@ -189,8 +194,8 @@ class ChangeListener:
                     remaining = deadline - monotonic()
                     if remaining <= 0:
                         missing = (expected or frozenset()) - self._acknowledged.get(change, set())
-                        logger.warning("API data change %s: no acknowledgement from listener(s) %s within %.1f s",
-                                       change, sorted(missing) or "?", ACK_TIMEOUT_SECONDS)
+                        logger.warning("API data change %s not confirmed by listener(s) %s within %.1f s",
+                                       change, sorted(missing) or "(not counted)", ACK_TIMEOUT_SECONDS)
                         return
                     self._condition.wait(remaining)
             finally:
@@ -202,66 +207,90 @@ class ChangeListener:
         self._stopping = True
         self._wake()
         self._thread.join(timeout=5)
-        os.close(self._wake_reader)
-        os.close(self._wake_writer)
 
     # The thread
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_writer, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already awake, or closed
+        with self._wake_lock:
+            if self._wake_writer is not None:
+                try:
+                    os.write(self._wake_writer, b"x")
+                except BlockingIOError:
+                    pass  # already awake
 
     def _run(self) -> None:
-        while not self._stopping:
-            connection = None
-            try:
-                connection = psycopg.connect(**self._params)
-                connection.add_notify_handler(self._on_notification)
-                connection.execute(f"LISTEN {CHANGES_CHANNEL}")
-                connection.execute(f"LISTEN {ACKNOWLEDGEMENTS_CHANNEL}")
-                with self._condition:
-                    self._backend_pid = connection.info.backend_pid
-                # Whatever was kept was read before this connection listened: changes since would be unheard.
-                self.hear()
-                self._heard_at = monotonic()
-                self._alive_until = self._heard_at + SILENCE_SECONDS
-                self._ready.set()
-                self._serve(connection)
-            except psycopg.Error as error:
-                if not self._stopping:
-                    logger.warning("listening for API data changes failed (%s); keys are looked up every time "
-                                   "until it is back", error)
-            finally:
-                self._alive_until = 0.0
-                self.hear()
-                with self._condition:
-                    self._backend_pid = None
-                    self._condition.notify_all()
-                if connection is not None:
-                    connection.close()
-            if not self._stopping:
-                select.select([self._wake_reader], [], [], LISTEN_RETRY_SECONDS)
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stopping:
+                    self._listen(selector)
+                    if not self._stopping:
+                        selector.select(LISTEN_RETRY_SECONDS)
+                        self._drain_wakes()
+        finally:
+            with self._wake_lock:
+                os.close(self._wake_reader)
+                os.close(self._wake_writer)
+                self._wake_writer = None
 
-    def _serve(self, connection) -> None:
+    def _listen(self, selector) -> None:
+        """One connection's life: listen, serve until it fails or the listener stops."""
+        connection = None
+        try:
+            connection = psycopg.connect(**self._params)
+            connection.add_notify_handler(self._on_notification)
+            connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+            connection.execute(f"LISTEN {ACKNOWLEDGEMENTS_CHANNEL}")
+            with self._condition:
+                self._backend_pid = connection.info.backend_pid
+            # Whatever was kept was read before this connection listened: changes since would be unheard.
+            self.hear()
+            self._heard_at = monotonic()
+            self._alive_until = self._heard_at + SILENCE_SECONDS
+            self._ready.set()
+            socket = connection.pgconn.socket  # asked once: a lost connection no longer says
+            selector.register(socket, selectors.EVENT_READ)
+            try:
+                self._serve(connection, selector)
+            finally:
+                selector.unregister(socket)
+        except psycopg.Error as error:
+            if not self._stopping:
+                logger.warning("listening for API data changes failed (%s); keys are looked up every time "
+                               "until it is back", error)
+        except Exception:
+            # Anything else must not end the thread: this process's commits could no longer be confirmed.
+            logger.exception("listening for API data changes failed; keys are looked up every time until it is back")
+        finally:
+            self._alive_until = 0.0
+            self.hear()
+            with self._condition:
+                self._backend_pid = None
+                self._condition.notify_all()
+            if connection is not None:
+                connection.close()
+
+    def _drain_wakes(self) -> None:
+        try:
+            os.read(self._wake_reader, 4096)
+        except BlockingIOError:
+            pass
+
+    def _serve(self, connection, selector) -> None:
         pgconn = connection.pgconn
         while not self._stopping:
-            select.select([pgconn.socket, self._wake_reader], [], [], PING_SECONDS)
-            try:
-                os.read(self._wake_reader, 4096)
-            except BlockingIOError:
-                pass
+            selector.select(PING_SECONDS)
+            self._drain_wakes()
             pgconn.consume_input()
             while (notification := pgconn.notifies()) is not None:
                 self._heard_at = monotonic()
                 self._on_notification(psycopg.Notify(notification.relname.decode(), notification.extra.decode(),
                                                      notification.be_pid))
+            if monotonic() - self._heard_at >= PING_SECONDS:
+                connection.execute("SELECT 1")  # notifications that come meanwhile go to _on_notification
+                self._heard_at = monotonic()
             self._count_listeners(connection)
             self._acknowledge(connection)
-            if monotonic() - self._heard_at >= PING_SECONDS:
-                connection.execute("SELECT 1")
-                self._heard_at = monotonic()
             self._alive_until = self._heard_at + SILENCE_SECONDS
             self._forget_old_acknowledgements()
 
@@ -280,9 +309,11 @@ class ChangeListener:
             wanted, self._wanted = self._wanted, []
         if not wanted:
             return
-        # Counted after the commit: a listener that connects later reads what it keeps after the change.
+        # Counted after the commit: a listener that connects later reads what it keeps after the change. One
+        # that has not sent its first statement (LISTEN) yet keeps nothing until it has, so it is not waited for.
         rows = connection.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s AND query <> ''",
             [LISTENER_APPLICATION_NAME],
         ).fetchall()
         self._heard_at = monotonic()
@@ -309,19 +340,28 @@ class ChangeListener:
 def listen_on_new_connection(sender, connection, **kwargs) -> None:
     """connection_created: make sure this process listens to the database (its own listener, started now, so
     that it hears the acknowledgements of this connection's commits), and have this connection LISTEN too, so a
-    commit made on it is heard, and waited for, in the very answer to its COMMIT."""
+    commit made on it is heard, and waited for, in the very answer to its COMMIT.
+
+    SANDBOX_KEEP_KEY_LOOKUPS must be the same in every process: one with it off neither keeps nor waits.
+    """
     if connection.vendor != "postgresql" or connection.alias == NO_DB_ALIAS or not settings.SANDBOX_KEEP_KEY_LOOKUPS:
         return
-    params = connection.get_connection_params()
-    listener = start_listener(connection.alias, params)
+    alias = connection.alias
+    start_listener(alias, connection.get_connection_params())
     raw = connection.connection
     backend_pid = raw.info.backend_pid
 
     def heard_on_own_connection(notification) -> None:
         if notification.channel != CHANGES_CHANNEL:
             return
-        listener.hear()
+        # Looked up now: the listener may have been replaced since this connection was made.
+        listener = change_listener(alias)
+        if listener is not None:
+            listener.hear()
         if notification.pid == backend_pid:  # a commit made on this very connection
+            if listener is None:
+                # No ear to count acknowledgements with (after a fork, say): the safe wait, in full.
+                listener = _UNCONFIRMED
             listener.await_acknowledgements(notification.payload)
 
     raw.add_notify_handler(heard_on_own_connection)
@@ -329,6 +369,16 @@ def listen_on_new_connection(sender, connection, **kwargs) -> None:
     raw.execute(f"LISTEN {CHANGES_CHANNEL}")
 
 
+class _Unconfirmed:
+    """Stands in for a listener when there is none: waits out the timeout."""
+
+    def await_acknowledgements(self, change: str) -> None:
+        logger.warning("API data change %s: no listener in this process to confirm it; waiting %.1f s",
+                       change, ACK_TIMEOUT_SECONDS)
+        threading.Event().wait(ACK_TIMEOUT_SECONDS)
+
+
+_UNCONFIRMED = _Unconfirmed()
 # Shared by all listeners, also across fork(): a number is never handed out twice, so an answer a parent
 # kept can never match a generation of its child's.
 _changes = itertools.count(1)
@@ -348,18 +398,20 @@ def change_listener(alias: str) -> ChangeListener | None:
 
 
 def start_listener(alias: str, params: dict) -> ChangeListener:
-    """This process's listener on ``alias``, started (and given up to its connect timeout to listen) if it has
-    none, or had one on another database."""
+    """This process's listener on ``alias``: started if it has none, or one on another database, or one whose
+    thread has stopped; a new one is given up to its connect timeout to listen."""
     with _listeners_lock:
         listener = _listeners.get(alias)
-        if listener is not None and listener.pid == os.getpid() and listener.dbname == params.get("dbname"):
+        if (listener is not None and listener.pid == os.getpid() and listener.dbname == params.get("dbname")
+                and listener.is_running()):
             return listener
-        if listener is not None:
-            if listener.pid == os.getpid():
-                listener.close()
-            else:
-                _inherited.append(listener)
+        replaced = listener
         listener = _listeners[alias] = ChangeListener(alias, params)
+    if replaced is not None:
+        if replaced.pid == os.getpid():
+            replaced.close()
+        else:
+            _inherited.append(replaced)
     listener.wait_until_listening(timeout=3)
     return listener
 
@@ -367,15 +419,21 @@ def start_listener(alias: str, params: dict) -> ChangeListener:
 def close_listeners() -> None:
     """Stop this process's listeners (before its database is dropped, say)."""
     with _listeners_lock:
-        for alias, listener in list(_listeners.items()):
-            if listener.pid == os.getpid():
-                listener.close()
-            del _listeners[alias]
+        stopping = [listener for listener in _listeners.values() if listener.pid == os.getpid()]
+        _listeners.clear()
+    for listener in stopping:
+        listener.close()
 
 
 def _forget_after_fork() -> None:
-    # The child starts with nothing kept (its parent's answers are under the parent's generations anyway).
+    # The child starts with nothing kept (its parent's answers are under the parent's generations anyway), and
+    # with a lock no thread of the parent's can be holding.
+    global _listeners_lock
     _kept.by_alias = {}
+    _listeners_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+# A worker that stops says goodbye to the database at once: a listener left in pg_stat_activity until the
+# server notices would hold up the next commits for ACK_TIMEOUT_SECONDS.
+atexit.register(close_listeners)

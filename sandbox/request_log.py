@@ -246,8 +246,18 @@ class BatchWriter:
 writer = BatchWriter()
 
 
+# When this process last wrote each key's last use: the key a request carries may be a kept lookup
+# (sandbox.key_lookup_cache) from before that write, which on PostgreSQL does not make it be read again.
+_marked_at: dict[int, datetime] = {}
+MAX_MARKED = 10_000
+
+
 def mark_used(key: ApiKey, client_ip: str | None) -> None:
     now = timezone.now()
-    if key.last_used_at is not None and now - key.last_used_at < LAST_USED_INTERVAL:
-        return
+    for last_use in (key.last_used_at, _marked_at.get(key.pk)):
+        if last_use is not None and now - last_use < LAST_USED_INTERVAL:
+            return
     ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=client_ip)
+    if len(_marked_at) >= MAX_MARKED:
+        _marked_at.clear()
+    _marked_at[key.pk] = now

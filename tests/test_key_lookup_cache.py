@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from django.db import connection, connections
 from django.test import RequestFactory
+from django.utils import timezone
 
 from keys.models import ApiKey, KeyStatus
 from sandbox import key_lookup_cache
@@ -232,7 +233,7 @@ def another_worker():
 def test_on_postgresql_a_commit_returns_only_once_every_worker_has_heard_it(key_pair, another_worker):
     for n in range(30):
         before = another_worker.generation(), listener().generation()
-        ApiKey.objects.filter(pk=key_pair.key.pk).update(name=f"renamed {n}")
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=[f"192.0.2.{n}"])
         # No waiting here: the UPDATE's COMMIT waited for both acknowledgements.
         assert another_worker.generation() not in (None, before[0])
         assert listener().generation() not in (None, before[1])
@@ -259,13 +260,69 @@ def test_on_postgresql_a_listener_that_never_acknowledges_delays_a_commit_only_s
     try:
         silent.execute(f"LISTEN {key_lookup_cache.CHANGES_CHANNEL}")
         started = time.monotonic()
-        ApiKey.objects.filter(pk=key_pair.key.pk).update(name="renamed")
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.1"])
         waited = time.monotonic() - started
     finally:
         silent.close()
     assert 0.3 <= waited < 2
-    assert ApiKey.objects.get(pk=key_pair.key.pk).name == "renamed"
-    assert f"no acknowledgement from listener(s) [{silent_pid}]" in caplog.text
+    assert ApiKey.objects.get(pk=key_pair.key.pk).allowed_networks == ["192.0.2.1"]
+    assert f"not confirmed by listener(s) [{silent_pid}]" in caplog.text
+
+
+@on_postgresql
+def test_on_postgresql_when_its_own_listener_is_down_a_commit_waits_the_full_timeout(monkeypatch, caplog, key_pair):
+    monkeypatch.setattr(key_lookup_cache, "ACK_TIMEOUT_SECONDS", 0.3)
+    listener().close()
+    try:
+        started = time.monotonic()
+        ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.1"])
+        assert time.monotonic() - started >= 0.3
+        assert "not confirmed by listener(s) (not counted)" in caplog.text
+    finally:
+        key_lookup_cache.start_listener("default", connection.get_connection_params())
+    assert listener().is_running()
+
+
+@on_postgresql
+def test_on_postgresql_a_key_used_is_not_a_change_the_workers_must_hear(key_pair, another_worker):
+    before = another_worker.generation()
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(last_used_at=timezone.now(), last_used_ip="192.0.2.1")
+    time.sleep(0.05)
+    assert another_worker.generation() == before
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.0/24"])
+    assert another_worker.generation() != before
+
+
+@on_postgresql
+def test_on_postgresql_the_listener_survives_an_unexpected_error(monkeypatch, caplog, key_pair):
+    ear = listener()
+    failing = {"left": 1}
+    count_listeners = ear._count_listeners
+
+    def fail_once(connection_):
+        if failing["left"]:
+            failing["left"] -= 1
+            raise ValueError("unexpected")
+        count_listeners(connection_)
+
+    monkeypatch.setattr(ear, "_count_listeners", fail_once)
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.1"])
+    assert "listening for API data changes failed" in caplog.text
+    assert seen_within(5.0, lambda: ear.generation() is not None)
+    assert ear.is_running()
+    before = ear.generation()
+    ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.2"])
+    assert ear.generation() != before
+
+
+def test_a_key_kept_from_before_its_last_use_was_written_is_not_written_again(key_pair, django_assert_num_queries):
+    from sandbox.request_log import mark_used
+
+    key, _ = lookup(key_pair.public_key)
+    with django_assert_num_queries(1):
+        mark_used(key, "192.0.2.1")
+    with django_assert_num_queries(0):
+        mark_used(key, "192.0.2.1")  # the same object, its last_used_at as read before
 
 
 @on_postgresql

@@ -126,7 +126,7 @@ def gunicorn(transactional_db, tmp_path):
     log.close()
 
 
-def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunicorn):
+def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunicorn, tmp_path):
     helpers.seed_currencies()
     merchant = helpers.create_merchant("Production Check")
     owner = helpers.create_member(merchant, Role.OWNER, "prod-owner@example.test")
@@ -212,3 +212,7 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
     stop_gunicorn()
     logged = list(ApiRequest.objects.filter(merchant=merchant).values_list("status", "error_code"))
     assert sorted(logged) == [(200, "")] * 12 + [(403, "bad_header_key")] * 4
+    # gunicorn's own lines format too (its format prints the process id), down to each worker's goodbye.
+    server_log = (tmp_path / "gunicorn.log").read_text()
+    assert "Logging error" not in server_log
+    assert server_log.count("Worker exiting") == 2

@@ -1,7 +1,7 @@
 """PostgreSQL: NOTIFY sandbox.key_lookup_cache.CHANGES_CHANNEL whenever a table the API's kept lookups come from
-changes, so that each worker drops what it kept (sandbox/key_lookup_cache.py). Statement triggers; the payload is
-the transaction's id, so a transaction's notifications fold into one, sent at commit, that the committing process
-can wait for every worker to acknowledge. Other databases need nothing: SQLite says itself when its file changed.
+changes, so that each worker drops what it kept (sandbox/key_lookup_cache.py). Statement triggers: one
+notification per statement, and PostgreSQL folds a transaction's identical ones into one, sent at commit.
+Other databases need nothing: SQLite says itself when its file changed.
 """
 from django.db import migrations
 
@@ -19,7 +19,7 @@ def create_triggers(apps, schema_editor):
         return
     schema_editor.execute(
         f"CREATE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$"
-        f" BEGIN PERFORM pg_notify('{CHANNEL}', txid_current()::text); RETURN NULL; END $$"
+        f" BEGIN PERFORM pg_notify('{CHANNEL}', TG_TABLE_NAME); RETURN NULL; END $$"
     )
     for table in _tables(apps):
         schema_editor.execute(
