@@ -23,20 +23,20 @@ def _key_trigger(schema_editor, table: str, events: str) -> None:
                           f" FOR EACH STATEMENT EXECUTE FUNCTION {FUNCTION}()")
 
 
-def forwards(apps, schema_editor):
+def _notify_with(apps, schema_editor, payload: str, key_events: str) -> None:
     if schema_editor.connection.vendor != "postgresql":
         return
-    schema_editor.execute(_function("txid_current()::text"))
-    _key_trigger(schema_editor, apps.get_model("keys", "ApiKey")._meta.db_table,
+    schema_editor.execute(_function(payload))
+    _key_trigger(schema_editor, apps.get_model("keys", "ApiKey")._meta.db_table, key_events)
+
+
+def forwards(apps, schema_editor):
+    _notify_with(apps, schema_editor, "txid_current()::text",
                  f"INSERT OR UPDATE OF {', '.join(KEY_COLUMNS)} OR DELETE OR TRUNCATE")
 
 
 def backwards(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    schema_editor.execute(_function("TG_TABLE_NAME"))
-    _key_trigger(schema_editor, apps.get_model("keys", "ApiKey")._meta.db_table,
-                 "INSERT OR UPDATE OR DELETE OR TRUNCATE")
+    _notify_with(apps, schema_editor, "TG_TABLE_NAME", "INSERT OR UPDATE OR DELETE OR TRUNCATE")
 
 
 class Migration(migrations.Migration):
