@@ -8,7 +8,7 @@ connection, and before each lookup asks, without a query, whether anything was c
   one writes; both come from memory the processes share, no table is read. The very next lookup in any process
   sees any commit.
 - PostgreSQL: triggers on the tables the answers come from NOTIFY a channel when their transaction commits
-  (migration sandbox 0003). Each process has a listener thread on a connection of its own (ChangeListener)
+  (migrations sandbox 0003 and 0004). Each process has a listener thread on a connection of its own (ChangeListener)
   that moves a generation number on at each notification and then acknowledges it; a commit of this process
   returns only once every listener of the database has acknowledged it (at most ACK_TIMEOUT_SECONDS). So when
   the code that deactivated a key answers the Owner, no worker uses an answer from before.
@@ -41,7 +41,7 @@ T = TypeVar("T")
 
 # Answers kept per thread and database; beyond this (a flood of made-up keys) they are all dropped.
 MAX_ANSWERS = 4096
-# The channel the triggers of migration sandbox 0003 notify, with the transaction's id.
+# The channel the triggers of migrations sandbox 0003 and 0004 notify, with the transaction's id.
 CHANGES_CHANNEL = "sandbox_api_data"
 # Where listeners acknowledge a change (payload: the change's transaction id), and how they are told apart in
 # pg_stat_activity.
