@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connections
@@ -20,7 +20,7 @@ from dashboard.db_rows import read_as_health_check
 from keys import crypto
 from keys.allowlist import is_address_allowed
 from keys.models import ApiKey
-from keys.secret_store import open_secret
+from keys.secret_store import signature_verifier
 
 from .errors import BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, MissingKey, MissingSignature, Unavailable
 from .key_lookup_cache import cached_lookup
@@ -38,7 +38,7 @@ class SignedRequest:
     payload: object
     client_ip: str | None
     # The merchant's balances, when the endpoint asked for them with the key (find_key).
-    balances: list[tuple[str, str, Decimal]] = field(default_factory=list)
+    balances: tuple[tuple[str, str, Decimal], ...] = ()
 
 
 def read_body(request) -> bytes:
@@ -52,9 +52,9 @@ def read_body(request) -> bytes:
     return request.body
 
 
-def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, list[tuple[str, str, Decimal]]]:
+def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, tuple[tuple[str, str, Decimal], ...]]:
     """The key the request names, whatever its status (the request log wants it), without raising; with
-    ``with_balances``, also its merchant's balances, read by the same query (else an empty list).
+    ``with_balances``, also its merchant's balances, read by the same query (else none).
 
     The answer is kept until the database changes (sandbox.key_lookup_cache); both are shared with other
     requests, so read-only. The read, when there is one, is the request's first query, so it stands in for the
@@ -63,14 +63,14 @@ def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, li
     public_key = request.META.get("HTTP_X_PROCESSING_KEY", "")
     # A value that cannot be a key costs no query.
     if not _PUBLIC_KEY_SHAPE.fullmatch(public_key):
-        return None, []
+        return None, ()
     connection = connections[ApiKey.objects.db]
     if with_balances:
         def read():
             return key_with_balances(public_key)
     else:
         def read():
-            return ApiKey.objects.with_public_key(public_key), []
+            return ApiKey.objects.with_public_key(public_key), ()
     return cached_lookup(connection, (public_key, with_balances), lambda: read_as_health_check(connection, read))
 
 
@@ -101,12 +101,12 @@ def authenticate(request, key: ApiKey | None, body: bytes, client_ip: str | None
     if not signature:
         raise MissingSignature()
     try:
-        secret = open_secret(key.public_key, key.encrypted_secret)
+        verifier = signature_verifier(key.public_key, key.encrypted_secret)
     except (crypto.DecryptionError, crypto.EncryptionKeyError):
         # SECURITY: fail closed; a secret we cannot read authenticates nothing.
         logger.error("secret of key %s cannot be decrypted; check KEYS_ENCRYPTION_KEYS", key.public_key)
         raise Unavailable() from None
-    if not crypto.signature_matches(secret, body, signature):
+    if not verifier.matches(body, signature):
         raise BadSignature()
     if not is_address_allowed(key.allowed_networks, client_ip or ""):
         raise IpNotAllowed(client_ip)

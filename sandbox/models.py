@@ -54,7 +54,7 @@ class Balance(models.Model):
         return f"{self.merchant}: {self.amount} {self.currency}"
 
 
-def key_with_balances(public_key: str) -> tuple[ApiKey | None, list[tuple[str, str, Decimal]]]:
+def key_with_balances(public_key: str) -> tuple[ApiKey | None, tuple[tuple[str, str, Decimal], ...]]:
     """The key sent as X-Processing-Key (as ``ApiKey.objects.with_public_key``), and the balances of its
     merchant: (code, type, amount) of every currency, in id order, 0 where the merchant has none.
 
@@ -78,7 +78,7 @@ def key_with_balances(public_key: str) -> tuple[ApiKey | None, list[tuple[str, s
         )
         rows = cursor.fetchall()
     if not rows:
-        return None, []
+        return None, ()
     key = ApiKey.objects.from_api_row(connection, rows[0])
     zero = Decimal(0)
     balances = []
@@ -86,7 +86,7 @@ def key_with_balances(public_key: str) -> tuple[ApiKey | None, list[tuple[str, s
         code, type_, amount = reader.convert(connection, row[-3:])
         if code is not None:
             balances.append((code, type_, zero if amount is None else amount))
-    return key, balances
+    return key, tuple(balances)
 
 
 @functools.cache

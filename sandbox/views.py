@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from decimal import Decimal
 
@@ -78,10 +79,15 @@ def ping(request):
 
 @signed_endpoint(with_balances=True)
 def accounts_list(request, signed):
-    data = [
-        {"currency": code, "type": type_, "balance": decimal_text(amount)} for code, type_, amount in signed.balances
-    ]
-    return JsonResponse({"data": data})
+    return HttpResponse(accounts_list_body(signed.balances), content_type="application/json")
+
+
+@functools.lru_cache(maxsize=1024)
+def accounts_list_body(balances: tuple[tuple[str, str, Decimal], ...]) -> bytes:
+    """The JSON of accounts/list for these balances, made once per process: balances seldom change, and
+    encoding them was a fifth of what this busiest call cost beyond ping."""
+    data = [{"currency": code, "type": type_, "balance": decimal_text(amount)} for code, type_, amount in balances]
+    return json.dumps({"data": data}).encode()
 
 
 @signed_endpoint

@@ -9,6 +9,7 @@ import pytest
 from keys import crypto
 from keys.crypto import (
     DecryptionError,
+    SignatureVerifier,
     EncryptionKeyError,
     decrypt_secret,
     derive_encryption_key,
@@ -75,6 +76,25 @@ def test_signature_matches_refuses_tampered_input_without_raising(tamper):
     secret, body, signature = tamper(VECTOR_SECRET, VECTOR_BODY, VECTOR_SIGNATURE)
 
     assert signature_matches(secret, body, signature) is False
+
+
+def test_a_verifier_checks_many_bodies_with_one_secret_as_signature_matches_does():
+    verifier = SignatureVerifier(VECTOR_SECRET)
+    other_body = b'{"currency":"ETH"}'
+
+    assert verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE)
+    assert not verifier.matches(other_body, VECTOR_SIGNATURE)
+    # Checking a body leaves the keyed state as it was: the first body is still accepted, the second too.
+    assert verifier.matches(other_body, sign(VECTOR_SECRET, other_body))
+    assert verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE)
+    assert not verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE.upper())
+    assert not verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE[:-1] + "\ud800")
+
+
+def test_a_verifier_shows_nothing_of_its_secret():
+    verifier = SignatureVerifier(VECTOR_SECRET)
+
+    assert VECTOR_SECRET not in repr(verifier) and VECTOR_SECRET not in str(verifier)
 
 
 # Ids and secrets

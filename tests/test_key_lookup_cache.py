@@ -81,7 +81,7 @@ def test_a_key_looked_up_once_is_served_again_without_a_query(key_pair, django_a
     # The lookup without balances is another answer, kept apart.
     with django_assert_num_queries(1):
         key, none = lookup(key_pair.public_key)
-    assert (key.pk, none) == (key_pair.key.pk, [])
+    assert (key.pk, none) == (key_pair.key.pk, ())
 
 
 def test_a_key_deactivated_in_this_process_is_refused_from_the_next_request(client, clock, owner, merchant, key_pair):
@@ -108,9 +108,9 @@ def test_on_sqlite_another_connections_commit_is_seen_by_the_very_next_lookup(ke
 
 def test_an_unknown_key_is_kept_as_unknown_until_a_key_is_added(merchant, django_assert_num_queries):
     with django_assert_num_queries(1):
-        assert lookup(UNKNOWN_KEY) == (None, [])
+        assert lookup(UNKNOWN_KEY) == (None, ())
     with django_assert_num_queries(0):
-        assert lookup(UNKNOWN_KEY) == (None, [])
+        assert lookup(UNKNOWN_KEY) == (None, ())
     ApiKey.objects.create(merchant=merchant, public_key=UNKNOWN_KEY, status=KeyStatus.GENERATED)
     key, _ = lookup(UNKNOWN_KEY)
     assert key is not None and key.status == KeyStatus.GENERATED
@@ -137,7 +137,7 @@ def test_a_key_changed_in_this_process_by_any_means_is_read_again(key_pair):
     ApiKey.objects.filter(pk=key_pair.key.pk).update(allowed_networks=["192.0.2.0/24"])
     assert lookup(key_pair.public_key)[0].allowed_networks == ["192.0.2.0/24"]
     ApiKey.objects.filter(pk=key_pair.key.pk).delete()
-    assert lookup(key_pair.public_key) == (None, [])
+    assert lookup(key_pair.public_key) == (None, ())
 
 
 def test_inside_a_transaction_every_lookup_reads_the_database(key_pair, django_assert_num_queries):

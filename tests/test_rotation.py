@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from keys import conf, crypto
 from keys.models import ApiKey, KeyStatus
-from keys.secret_store import needs_resealing, open_secret, seal_secret
+from keys.secret_store import needs_resealing, open_secret, seal_secret, signature_verifier
 
 # The two keys of tests/settings.py (32 zero bytes, then 32 0x01 bytes), and a third one to rotate to.
 KEY_A = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -55,6 +55,24 @@ def test_new_secrets_are_sealed_with_the_first_key(merchant):
         assert open_secret(key.public_key, key.encrypted_secret) == secret
     with keys_setting(KEY_B), pytest.raises(crypto.DecryptionError):
         open_secret(key.public_key, key.encrypted_secret)
+
+
+def test_a_kept_verifier_is_not_used_once_its_encryption_key_is_gone(merchant):
+    key, secret = make_sealed_key(merchant, under=(KEY_A,))
+    body = b"{}"
+    with keys_setting(KEY_A):
+        assert signature_verifier(key.public_key, key.encrypted_secret).matches(body, crypto.sign(secret, body))
+    with keys_setting(KEY_B), pytest.raises(crypto.DecryptionError):
+        signature_verifier(key.public_key, key.encrypted_secret)
+
+
+def test_a_verifier_is_bound_to_its_key_like_the_secret(merchant):
+    key, _secret = make_sealed_key(merchant, under=(KEY_A,))
+    other, _ = make_sealed_key(merchant, under=(KEY_A,))
+    signature_verifier(key.public_key, key.encrypted_secret)
+
+    with pytest.raises(crypto.DecryptionError):
+        signature_verifier(other.public_key, key.encrypted_secret)
 
 
 def test_rotation_reseals_every_secret_with_the_new_first_key(merchant):

@@ -168,7 +168,8 @@ def test_a_forced_error_in_the_api_leaves_no_body_or_signature_in_the_log_or_the
     from keys.crypto import sign
 
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr("sandbox.views.decimal_text", lambda value: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr("sandbox.views.accounts_list_body",
+                        lambda balances: (_ for _ in ()).throw(RuntimeError("boom")))
     client.raise_request_exception = False
     body = b'{"marker":"api-body-must-not-leak-5d1a"}'
     signature = sign(key_pair.secret, body)
