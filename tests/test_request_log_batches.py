@@ -207,3 +207,23 @@ def test_a_forked_worker_starts_with_an_empty_batch(key_pair, merchant, writer, 
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert batch.pending() == 1
+
+
+def test_a_batch_larger_than_one_statement_is_written_whole_in_order_with_its_times(key_pair, merchant, writer,
+                                                                                    monkeypatch):
+    from datetime import timedelta
+
+    batch, _ = writer
+    no_writer_thread(monkeypatch)
+    # SQLite takes at most 999 parameters a statement, 124 rows of 8 columns: this batch needs three statements.
+    start = key_pair.key.created_at
+    for number in range(300):
+        batch.add(request_log.LoggedRequest(merchant.pk, key_pair.key.pk, start + timedelta(seconds=number),
+                                            f"198.51.100.{number % 250}", "POST", f"/api/v2/{number}", 200 + number % 2,
+                                            ""))
+
+    assert batch.flush() == 300
+
+    rows = list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("path", "created_at", "ip_address"))
+    assert rows == [(f"/api/v2/{number}", start + timedelta(seconds=number), f"198.51.100.{number % 250}")
+                    for number in range(300)]
