@@ -31,6 +31,13 @@ def _parse(value: str) -> Address | None:
     return address
 
 
+@lru_cache(maxsize=4096)
+def _text(value: str) -> str | None:
+    """The canonical text of the address ``value`` (as ``_parse`` reads it), made once per address."""
+    address = _parse(value)
+    return None if address is None else str(address)
+
+
 def _is_trusted(address: Address, networks: tuple[Network, ...]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
@@ -47,13 +54,14 @@ def client_ip(request) -> str | None:
     X-Forwarded-For is read only when the direct peer is a proxy listed in TRUSTED_PROXIES; the
     client is then the right-most address of the chain that is not itself a trusted proxy.
     """
-    peer = _parse(request.META.get("REMOTE_ADDR", ""))
+    remote_addr = request.META.get("REMOTE_ADDR", "")
+    peer = _parse(remote_addr)
     if peer is None:
         return None
     trusted = _trusted_networks(tuple(settings.TRUSTED_PROXIES))
     # SECURITY: an untrusted client can write any X-Forwarded-For; only a trusted proxy's counts.
     if not trusted or not _is_trusted(peer, trusted):
-        return str(peer)
+        return _text(remote_addr)
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     for hop in reversed([part for part in forwarded.split(",") if part.strip()]):
         address = _parse(hop)
