@@ -26,7 +26,7 @@ from .sandbox_support import UNKNOWN_KEY, api, assert_accepted, assert_error, de
 pytestmark = pytest.mark.django_db(transaction=True)
 
 on_postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's LISTEN/NOTIFY")
-on_sqlite = pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's data_version")
+on_sqlite = pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's WAL index")
 
 
 @pytest.fixture(autouse=True)
@@ -211,6 +211,69 @@ def test_on_sqlite_the_token_moves_with_other_commits_and_own_writes(key_pair):
     assert after_own != before
     commit_elsewhere(f"UPDATE {ApiKey._meta.db_table} SET name = %s WHERE id = %s", ["renamed there", key_pair.key.pk])
     assert key_lookup_cache.change_token(connection) != after_own
+
+
+def commit_outside_django(sql: str, params: list) -> None:
+    """Commit on a connection of the sqlite3 module itself, as the sqlite3 shell or another program would."""
+    import sqlite3
+
+    other = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None, timeout=20)
+    try:
+        other.execute(sql, params)
+    finally:
+        other.close()
+
+
+@on_sqlite
+def test_on_sqlite_the_token_comes_from_the_wal_index_without_a_query(key_pair, django_assert_num_queries):
+    token = key_lookup_cache.change_token(connection)
+    assert key_lookup_cache.wal_index_header("default", connection.connection, connection.settings_dict["NAME"])
+    assert token == (connection.connection, token[1]) and len(token[1]) == key_lookup_cache.WalIndexHeader.SIZE
+    with django_assert_num_queries(0):
+        assert key_lookup_cache.change_token(connection) == token
+
+
+@on_sqlite
+def test_on_sqlite_a_commit_from_outside_django_and_one_after_a_checkpoint_are_seen(key_pair):
+    lookup(key_pair.public_key)
+    commit_outside_django(f"UPDATE {ApiKey._meta.db_table} SET status = ? WHERE id = ?",
+                          [KeyStatus.DEACTIVATED, key_pair.key.pk])
+    assert lookup(key_pair.public_key)[0].status == KeyStatus.DEACTIVATED
+
+    # A checkpoint that empties the log: the next commit writes its frames from the start of the file again.
+    commit_outside_django("PRAGMA wal_checkpoint(TRUNCATE)", [])
+    lookup(key_pair.public_key)
+    commit_outside_django(f"UPDATE {ApiKey._meta.db_table} SET status = ? WHERE id = ?",
+                          [KeyStatus.ACTIVE, key_pair.key.pk])
+    assert lookup(key_pair.public_key)[0].status == KeyStatus.ACTIVE
+
+
+@on_sqlite
+def test_on_sqlite_a_header_caught_mid_commit_keeps_nothing(key_pair, monkeypatch, django_assert_num_queries):
+    monkeypatch.setattr(key_lookup_cache.WalIndexHeader, "read", lambda self: None)
+    lookup(key_pair.public_key)
+    with django_assert_num_queries(1):
+        lookup(key_pair.public_key)
+
+
+@on_sqlite
+def test_on_sqlite_a_database_not_in_wal_mode_is_asked_for_its_data_version(tmp_path):
+    import sqlite3
+
+    name = str(tmp_path / "rollback-journal.sqlite3")
+    other = sqlite3.connect(name, isolation_level=None)
+    other.execute("CREATE TABLE t (x)")
+    settings = {**connection.settings_dict, "NAME": name, "OPTIONS": {}}
+    rollback_journal = connections["default"].__class__(settings, alias="rollback-journal")
+    try:
+        before = key_lookup_cache.change_token(rollback_journal)
+        assert key_lookup_cache.change_token(rollback_journal) == before
+        assert key_lookup_cache._kept.headers["rollback-journal"][1] is None
+        other.execute("INSERT INTO t VALUES (1)")
+        assert key_lookup_cache.change_token(rollback_journal) != before
+    finally:
+        rollback_journal.close()
+        other.close()
 
 
 def listener():
