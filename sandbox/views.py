@@ -10,13 +10,13 @@ from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard.audit import escape_for_log
 from dashboard.net import client_ip
 
 from . import request_log
 from .authentication import authenticate, find_key, read_body
 from .errors import MethodNotAllowed, NotFound, SandboxError, Unavailable
 from .models import Currency
+from .refusal_log import log_refusal
 
 logger = logging.getLogger("sandbox.api")
 
@@ -51,8 +51,7 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
             request_log.mark_used(signed.key, address)
         except SandboxError as error:
             response, error_code = error.response(), error.code
-            logger.info("api refused code=%s key=%s ip=%s path=%s", error.code,
-                        key.public_key if key is not None else "-", address, escape_for_log(request.path))
+            log_refusal(error.code, key.public_key if key is not None else "-", address, request.path)
         except DatabaseError:
             # SECURITY: fail closed: with no database nothing can be checked, so nothing is accepted.
             logger.exception("database error in the sandbox API")

@@ -8,7 +8,7 @@ from dashboard.models import Role
 from keys import crypto
 from keys.models import ApiKey, KeyStatus
 from keys.secret_store import seal_secret
-from sandbox import request_log
+from sandbox import refusal_log, request_log
 from sandbox.key_lookup_cache import close_listeners
 
 from . import helpers
@@ -40,13 +40,15 @@ def django_db_setup(django_db_setup):
 
 @pytest.fixture(autouse=True)
 def empty_cache():
-    """Rate-limit counters live in the cache, kept key lookups and last-use writes in the process; each test
-    starts with none."""
+    """Rate-limit counters live in the cache, kept key lookups, last-use writes and the refusals whose lines
+    were folded in the process; each test starts with none."""
     cache.clear()
     request_log._marked_at.clear()
+    refusal_log._last_lines.clear()
     yield
     cache.clear()
     request_log._marked_at.clear()
+    refusal_log._last_lines.clear()
 
 
 @pytest.fixture

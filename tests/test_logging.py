@@ -56,3 +56,46 @@ def test_every_key_action_and_every_sign_in_failure_is_one_audit_line(owner, own
                    "key_archived"):
         assert (action, "succeeded") in actions, action
     assert all("\n" not in line and "\r" not in line for line in lines)
+
+
+def refusal_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "sandbox.api"]
+
+
+def test_a_refusal_repeated_within_a_second_is_one_line_and_the_next_line_counts_the_rest(
+    client, clock, key_pair, caplog, monkeypatch
+):
+    from sandbox import refusal_log
+
+    from .sandbox_support import api, assert_error
+
+    now = [1000.0]
+    monkeypatch.setattr(refusal_log, "monotonic", lambda: now[0])
+    caplog.set_level(logging.INFO, logger="sandbox.api")
+    for _ in range(5):
+        assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+        now[0] += 0.1
+    assert len(refusal_lines(caplog)) == 1
+    assert "code=bad_header_signature" in refusal_lines(caplog)[0] and "repeats_not_logged" not in refusal_lines(caplog)[0]
+
+    now[0] += 1.0
+    assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+
+    assert len(refusal_lines(caplog)) == 2
+    assert refusal_lines(caplog)[1].endswith("repeats_not_logged=4")
+
+
+def test_refusals_of_another_reason_key_or_address_get_their_own_line(client, clock, key_pair, caplog):
+    from .sandbox_support import api, assert_error
+
+    caplog.set_level(logging.INFO, logger="sandbox.api")
+    assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+    assert_error(api(client, pair=key_pair, signature="0" * 128, REMOTE_ADDR="198.51.100.99"), "bad_header_signature")
+    Client().post("/api/v2/accounts/list", b"{}", content_type="application/json", HTTP_X_PROCESSING_KEY="sbx_" + "0" * 40)
+    Client().post("/api/v2/accounts/list", b"{}", content_type="application/json")
+
+    lines = refusal_lines(caplog)
+    assert len(lines) == 4
+    assert [re.search(r"code=(\w+)", line).group(1) for line in lines] == [
+        "bad_header_signature", "bad_header_signature", "bad_header_key", "required_header_key"]
+    assert "ip=198.51.100.99" in lines[1]
