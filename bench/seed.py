@@ -29,7 +29,7 @@ django.setup()
 
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY  # noqa: E402
 from django.contrib.sessions.backends.db import SessionStore  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import connection, connections, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -88,11 +88,28 @@ def analyze() -> None:
 
 
 def _bulk(model, rows) -> int:
+    """Insert unsaved ``rows`` of ``model`` as bulk_create() would, without reading back their ids.
+
+    One prepared INSERT run with executemany(): bulk_create() spent two thirds of the seeding's 35–50 s compiling
+    SQL for each batch."""
+    fields = [field for field in model._meta.local_concrete_fields if not field.primary_key]
+    database = connections[model.objects.db]  # the connection itself: through django.db.connection each use costs
+    quote = database.ops.quote_name
+    statement = (f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"
+                 f" VALUES ({', '.join(['%s'] * len(fields))})")
     count = 0
     rows = iter(rows)
-    while batch := list(itertools.islice(rows, BATCH)):
-        model.objects.bulk_create(batch, batch_size=BATCH)
-        count += len(batch)
+    with database.cursor() as cursor:
+        while batch := list(itertools.islice(rows, BATCH)):
+            values = [[field.get_db_prep_save(field.pre_save(row, True), database) for field in fields] for row in batch]
+            if database.vendor == "postgresql":  # COPY: executemany() waited on the server for half its 50 s
+                with cursor.copy(f"COPY {quote(model._meta.db_table)} "
+                                 f"({', '.join(quote(field.column) for field in fields)}) FROM STDIN") as copy:
+                    for row_values in values:
+                        copy.write_row(row_values)
+            else:
+                cursor.executemany(statement, values)
+            count += len(batch)
     return count
 
 
