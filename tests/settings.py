@@ -28,6 +28,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # One file per test process, so runs side by side never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
 
+# Under pytest-xdist (`make test` runs two processes) each process gets a Redis database of its own: tests
+# clear the cache, which on Redis empties the whole database.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _XDIST_WORKER and CACHES["default"]["BACKEND"].endswith("RedisCache"):  # noqa: F405
+    from urllib.parse import urlsplit, urlunsplit
+
+    _redis = urlsplit(CACHES["default"]["LOCATION"])  # noqa: F405
+    _database = (int(_redis.path.strip("/") or 0) + int(_XDIST_WORKER.removeprefix("gw"))) % 16
+    CACHES["default"]["LOCATION"] = urlunsplit(_redis._replace(path=f"/{_database}"))  # noqa: F405
+
 # Each request writes its own request-log row before it is answered, so tests read the log straight away;
 # tests/test_request_log_batches.py covers the batched writer production uses.
 SANDBOX_REQUEST_LOG_FLUSH_SECONDS = 0

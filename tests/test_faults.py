@@ -114,7 +114,8 @@ def test_the_api_answers_json_503_when_the_database_is_unreachable(client, activ
     assert response.json() == {"error": "Service temporarily unavailable", "code": "service_unavailable"}
 
 
-@pytest.mark.parametrize("configured", ["", crypto.new_encryption_key()])
+@pytest.mark.parametrize("configured", [pytest.param("", id="missing"),
+                                        pytest.param(crypto.new_encryption_key(), id="another key")])
 def test_a_secret_that_cannot_be_decrypted_authenticates_nothing(client, active_key, configured):
     """With the key-encryption key missing (DEBUG off) or replaced by another, the API fails closed."""
     key, secret = active_key
