@@ -84,7 +84,7 @@ def accounts_list(request, signed):
 @functools.lru_cache(maxsize=1024)
 def accounts_list_body(balances: tuple[tuple[str, str, Decimal], ...]) -> bytes:
     """The JSON of accounts/list for these balances, made once per process: balances seldom change, and
-    encoding them was a fifth of what this busiest call cost beyond ping."""
+    JsonResponse took about 20 µs of each request's in-process time (cProfile, 8 currencies)."""
     data = [{"currency": code, "type": type_, "balance": decimal_text(amount)} for code, type_, amount in balances]
     return json.dumps({"data": data}).encode()
 
