@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from django.conf import settings
+from dashboard.settings_cache import cached_setting
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -44,7 +44,7 @@ def _is_trusted(address: Address, networks: tuple[Network, ...]) -> bool:
 
 def is_trusted_proxy(remote_addr: str) -> bool:
     peer = _parse(remote_addr)
-    trusted = _trusted_networks(tuple(settings.TRUSTED_PROXIES))
+    trusted = _trusted_networks(tuple(cached_setting("TRUSTED_PROXIES")))
     return peer is not None and bool(trusted) and _is_trusted(peer, trusted)
 
 
@@ -58,7 +58,7 @@ def client_ip(request) -> str | None:
     peer = _parse(remote_addr)
     if peer is None:
         return None
-    trusted = _trusted_networks(tuple(settings.TRUSTED_PROXIES))
+    trusted = _trusted_networks(tuple(cached_setting("TRUSTED_PROXIES")))
     # SECURITY: an untrusted client can write any X-Forwarded-For; only a trusted proxy's counts.
     if not trusted or not _is_trusted(peer, trusted):
         return _text(remote_addr)

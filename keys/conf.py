@@ -1,9 +1,9 @@
 """Settings of the keys app, with their defaults, read in one place."""
 from __future__ import annotations
 
-from functools import lru_cache
-
 from django.conf import settings
+
+from dashboard.settings_cache import until_settings_change
 
 from . import crypto
 
@@ -13,18 +13,19 @@ def max_unarchived_keys() -> int:
     return getattr(settings, "KEYS_MAX_UNARCHIVED_PER_MERCHANT", 20)
 
 
-@lru_cache(maxsize=4)
-def _parsed_keys(value: str, debug: bool, secret_key: str) -> tuple[bytes, ...]:
+@until_settings_change
+def encryption_keys() -> tuple[bytes, ...]:
+    """KEYS_ENCRYPTION_KEYS: comma-separated keys, the first encrypts and all decrypt (rotation).
+
+    Kept until a setting changes: every signed API request asks, and reading the three settings cost it 11,300
+    instructions (dashboard.settings_cache).
+    """
+    value = getattr(settings, "KEYS_ENCRYPTION_KEYS", "")
     if value.strip():
         return tuple(crypto.parse_encryption_keys(value))
-    if debug:
+    if settings.DEBUG:
         # Development convenience only: production must set KEYS_ENCRYPTION_KEYS (checked by keys.E001).
-        return (crypto.derive_encryption_key(secret_key),)
+        return (crypto.derive_encryption_key(settings.SECRET_KEY),)
     raise crypto.EncryptionKeyError(
         "KEYS_ENCRYPTION_KEYS is not set; it is required when DEBUG is off."
     )
-
-
-def encryption_keys() -> tuple[bytes, ...]:
-    """KEYS_ENCRYPTION_KEYS: comma-separated keys, the first encrypts and all decrypt (rotation)."""
-    return _parsed_keys(getattr(settings, "KEYS_ENCRYPTION_KEYS", ""), settings.DEBUG, settings.SECRET_KEY)

@@ -42,6 +42,8 @@ import psycopg
 from django.conf import settings
 from django.db.backends.base.base import NO_DB_ALIAS
 
+from dashboard.settings_cache import cached_setting
+
 logger = logging.getLogger("sandbox.key_lookup_cache")
 
 T = TypeVar("T")
@@ -109,13 +111,14 @@ def cached_lookup(connection, name: Hashable, read: Callable[[], T]) -> T:
 def change_token(connection) -> Hashable | None:
     """A value that changes whenever anything is committed to ``connection``'s database; None when this
     database cannot say so cheaply (then nothing may be kept)."""
-    if not settings.SANDBOX_KEEP_KEY_LOOKUPS:
+    if not cached_setting("SANDBOX_KEEP_KEY_LOOKUPS"):
         return None
     if connection.vendor == "sqlite":
         if connection.is_in_memory_db():
             # Connections to a shared in-memory database share one pager: data_version misses their commits.
             return None
-        connection.ensure_connection()
+        if connection.connection is None:  # ensure_connection() costs a check for an event loop, even connected
+            connection.ensure_connection()
         raw = connection.connection
         with connection.wrap_database_errors:
             header = wal_index_header(connection.alias, raw, connection.settings_dict["NAME"])

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.net import client_ip
@@ -40,6 +41,7 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
         key = None
         error_code = ""
         address = client_ip(request)
+        now = timezone.now()
         try:
             if request.method != "POST":
                 raise MethodNotAllowed("POST")
@@ -48,7 +50,7 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
             signed = authenticate(request, key, body, address)
             signed.balances = balances
             response = view(request, signed)
-            request_log.mark_used(signed.key, address)
+            request_log.mark_used(signed.key, address, now)
         except SandboxError as error:
             response, error_code = error.response(), error.code
             log_refusal(error.code, key.public_key if key is not None else "-", address, request.path)
@@ -59,7 +61,7 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
         if key is not None:
             try:
                 request_log.record_request(
-                    key=key, client_ip=address, method=request.method, path=request.path,
+                    key=key, at=now, client_ip=address, method=request.method, path=request.path,
                     status=response.status_code, error_code=error_code,
                 )
             except DatabaseError:

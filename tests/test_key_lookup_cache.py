@@ -383,9 +383,9 @@ def test_a_key_kept_from_before_its_last_use_was_written_is_not_written_again(ke
 
     key, _ = lookup(key_pair.public_key)
     with django_assert_num_queries(1):
-        mark_used(key, "192.0.2.1")
+        mark_used(key, "192.0.2.1", timezone.now())
     with django_assert_num_queries(0):
-        mark_used(key, "192.0.2.1")  # the same object, its last_used_at as read before
+        mark_used(key, "192.0.2.1", timezone.now())  # the same object, its last_used_at as read before
 
 
 @on_postgresql

@@ -10,11 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
+import hypothesis
 import pytest
 from django.db import DatabaseError
+from django.db.utils import ConnectionHandler
 from django.test import override_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
+from dashboard.db_rows import sqlite_datetime_text
 from sandbox import request_log
 from sandbox.models import ApiRequest
 
@@ -211,8 +218,6 @@ def test_a_forked_worker_starts_with_an_empty_batch(key_pair, merchant, writer, 
 
 def test_a_batch_larger_than_one_statement_is_written_whole_in_order_with_its_times(key_pair, merchant, writer,
                                                                                     monkeypatch):
-    from datetime import timedelta
-
     batch, _ = writer
     no_writer_thread(monkeypatch)
     # SQLite takes at most 999 parameters a statement, 124 rows of 8 columns: this batch needs three statements.
@@ -227,3 +232,31 @@ def test_a_batch_larger_than_one_statement_is_written_whole_in_order_with_its_ti
     rows = list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("path", "created_at", "ip_address"))
     assert rows == [(f"/api/v2/{number}", start + timedelta(seconds=number), f"198.51.100.{number % 250}")
                     for number in range(300)]
+
+
+def sqlite_connection(zone: str | None):
+    """An SQLite connection object apart from the suite's (never opened): its adapter and its time zone."""
+    return ConnectionHandler({"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:",
+                                          "TIME_ZONE": zone}})["default"]
+
+
+@hypothesis.settings(database=None, max_examples=300, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                           timezones=st.sampled_from([UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/St_Johns"),
+                                                      timezone(timedelta(hours=5, minutes=45))])),
+       database_zone=st.sampled_from([None, "UTC", "Asia/Kathmandu"]))
+def test_batch_times_are_stored_as_the_orms_sqlite_adapter_stores_them(moment, database_zone):
+    """The batches write times as text of their own making: the same text, so SQL comparisons and ordering
+    treat them as the ORM's own rows."""
+    sqlite = sqlite_connection(database_zone)
+
+    assert sqlite_datetime_text(moment, sqlite.timezone) == sqlite.ops.adapt_datetimefield_value(moment)
+
+
+@override_settings(USE_TZ=False)
+def test_without_time_zones_naive_times_are_stored_as_the_orm_stores_them():
+    sqlite = sqlite_connection(None)
+    for moment in (datetime(2026, 11, 27, 13, 5, 9), datetime(2026, 11, 27, 13, 5, 9, 70)):
+        assert sqlite_datetime_text(moment, sqlite.timezone) == sqlite.ops.adapt_datetimefield_value(moment)
+    with pytest.raises(ValueError):
+        sqlite_datetime_text(datetime(2026, 11, 27, tzinfo=UTC), sqlite.timezone)
