@@ -51,7 +51,7 @@ class LoggedRequest(NamedTuple):
 
 def record_request(*, key: ApiKey, at: datetime, client_ip: str | None, method: str, path: str, status: int,
                    error_code: str) -> None:
-    row = LoggedRequest(key.merchant_id, key.pk, at, client_ip, method[:10], path[:200], status, error_code)
+    row = LoggedRequest(key.merchant_id, key.id, at, client_ip, method[:10], path[:200], status, error_code)
     if cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS") > 0:
         writer.add(row)
     else:
