@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, IntegrityError, close_old_connections, connections, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connections, router, transaction
 from django.utils import timezone
 
 from dashboard.db_rows import sqlite_datetime_text
@@ -65,7 +65,7 @@ def write_rows(rows: list[LoggedRequest]) -> None:
 
 
 def insert_rows(rows: list[LoggedRequest]) -> None:
-    connection = connections[ApiRequest.objects.db]
+    connection = connections[router.db_for_write(ApiRequest)]
     table = connection.ops.quote_name(ApiRequest._meta.db_table)
     columns = "merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code"
     if connection.vendor == "postgresql" and len(rows) > 1:
@@ -126,14 +126,20 @@ def _count_inserts(merchant_id: int, inserted: int) -> int:
 
 def prune(merchant_id: int) -> int:
     """Delete all but the newest REQUEST_LOG_SIZE requests of the merchant; returns how many went."""
-    oldest_kept = list(
-        ApiRequest.objects.filter(merchant_id=merchant_id).order_by("-id").values_list("id", flat=True)
-        [REQUEST_LOG_SIZE - 1 : REQUEST_LOG_SIZE]
-    )
-    if not oldest_kept:
-        return 0
-    deleted, _ = ApiRequest.objects.filter(merchant_id=merchant_id, id__lt=oldest_kept[0]).delete()
-    return deleted
+    # One plain statement: through the ORM (a query for the oldest row kept, then delete() and its collector) a
+    # trim cost 2.4 M instructions, of which the database's own work was 0.35 M; now 0.47 M in all. A batch
+    # trims each of its merchants once.
+    # Nothing refers to a log row, so there is nothing for the collector to cascade. Fewer rows than the size:
+    # the subquery finds none, "id < NULL" holds for no row.
+    connection = connections[router.db_for_write(ApiRequest)]
+    table = connection.ops.quote_name(ApiRequest._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE merchant_id = %s AND id < "
+            f"(SELECT id FROM {table} WHERE merchant_id = %s ORDER BY id DESC LIMIT 1 OFFSET %s)",
+            [merchant_id, merchant_id, REQUEST_LOG_SIZE - 1],
+        )
+        return cursor.rowcount
 
 
 class BatchWriter:
