@@ -20,7 +20,6 @@ from typing import NamedTuple
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, close_old_connections, connections, router, transaction
-from django.utils import timezone
 
 from dashboard.db_rows import sqlite_datetime_text
 from dashboard.settings_cache import cached_setting
