@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, close_old_connections, connections, router, transaction
 
-from dashboard.db_rows import sqlite_datetime_text
+from dashboard.db_rows import postgresql_copy_datetime_text, sqlite_datetime_text
 from dashboard.settings_cache import cached_setting
 from keys.models import ApiKey
 
@@ -73,8 +73,8 @@ def insert_rows(rows: list[LoggedRequest]) -> None:
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor, \
                 connection.wrap_database_errors, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row((row.merchant_id, row.api_key_id, row.created_at, row.ip_address, row.method,
-                                row.path, row.status, row.error_code))
+                copy.write_row((row.merchant_id, row.api_key_id, postgresql_copy_datetime_text(row.created_at),
+                                row.ip_address, row.method, row.path, row.status, row.error_code))
         return
     adapt = connection.ops.adapt_datetimefield_value
     one_row = "(%s, %s, %s, %s, %s, %s, %s, %s)"

@@ -21,7 +21,7 @@ from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard.db_rows import sqlite_datetime_text
+from dashboard.db_rows import postgresql_copy_datetime_text, sqlite_datetime_text
 from sandbox import request_log
 from sandbox.models import ApiRequest
 
@@ -251,6 +251,21 @@ def test_batch_times_are_stored_as_the_orms_sqlite_adapter_stores_them(moment, d
     sqlite = sqlite_connection(database_zone)
 
     assert sqlite_datetime_text(moment, sqlite.timezone) == sqlite.ops.adapt_datetimefield_value(moment)
+
+
+@hypothesis.settings(database=None, max_examples=300, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                           timezones=st.sampled_from([None, UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/St_Johns"),
+                                                      timezone(timedelta(hours=5, minutes=45))])))
+def test_batch_times_are_copied_to_postgresql_as_psycopg_writes_them(moment):
+    """PostgreSQL's COPY reads the text psycopg would send (str()): aware times as the same instant in UTC, naive
+    ones (USE_TZ off) as they are."""
+    text = postgresql_copy_datetime_text(moment)
+
+    # The instant in UTC: compared with a time in a gap or fold of its own zone, Python finds no time equal (PEP 495).
+    expected = moment if moment.tzinfo is None else moment.astimezone(UTC)
+    assert text == str(expected)
+    assert datetime.fromisoformat(text) == expected
 
 
 @override_settings(USE_TZ=False)
