@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -25,6 +26,7 @@ import secrets
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -283,6 +285,28 @@ def summarize(case: Case, slices: list[dict]) -> dict:
     }
 
 
+# Student's t at 97.5 % for 1..9 degrees of freedom: a 95 % interval from up to ten paired turns.
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
+
+
+def paired_interval(numerator: dict, denominator: dict) -> tuple[float, float] | None:
+    """A 95 % interval for the throughput ratio of two cases measured in rotation, from their turns taken
+    side by side (turn i of one beside turn i of the other): the mean of the turns' log ratios, ± t × its
+    standard error. None with fewer than two turns each.
+
+    How wide it is says what this host lets one run tell apart: a target inside it is neither met nor missed
+    with any confidence, whichever side the ratio of the totals falls on.
+    """
+    pairs = list(zip(numerator.get("slices", []), denominator.get("slices", [])))
+    if len(pairs) < 2 or len(numerator["slices"]) != len(denominator["slices"]):
+        return None
+    logs = [math.log(top["rps"] / bottom["rps"]) for top, bottom in pairs]
+    t = _T_975[min(len(logs) - 1, len(_T_975)) - 1]
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    centre = statistics.fmean(logs)
+    return math.exp(centre - half), math.exp(centre + half)
+
+
 def _spin(_=None) -> float:
     started = time.perf_counter()
     total = 0
@@ -509,42 +533,58 @@ def machine() -> dict:
     }
 
 
-def evaluate(run_: dict) -> tuple[list[tuple[str, float, str]], list[tuple[str, str, str]]]:
-    """The ratios, and each target of the issue: (target, met/missed, measured)."""
+def evaluate(run_: dict) -> tuple[list[tuple], list[tuple[str, str, str]]]:
+    """The ratios as (name, value, 95 % interval or None, target), and each target of the issue:
+    (target, met/missed, measured)."""
     r, probes = run_["results"], run_["probes"]
     ping, signed, control = r["ping"], r["signed"], r["signed_10_control"]
+    wrong, unknown, large_case = r["wrong_signature"], r["unknown_key"], r["signed_100k"]
+
+    def throughput(numerator: dict, denominator: dict, *, paired: bool = True) -> tuple[float, tuple | None]:
+        # Paired only for two cases of one rotation; cases of different stages ran minutes apart.
+        return numerator["rps"] / denominator["rps"], paired_interval(numerator, denominator) if paired else None
+
     ratios = [
-        ("signed / ping, throughput", signed["rps"] / ping["rps"], f"≥ {SIGNED_OVER_PING_RPS}"),
-        ("signed / ping, p99", signed["p99_ms"] / ping["p99_ms"], f"≤ {SIGNED_OVER_PING_P99}"),
-        ("wrong signature / ping, throughput", r["wrong_signature"]["rps"] / ping["rps"], ""),
-        ("wrong signature / ping, p99", r["wrong_signature"]["p99_ms"] / ping["p99_ms"], ""),
-        ("wrong signature / signed, throughput", r["wrong_signature"]["rps"] / signed["rps"],
-         f"≥ 1 (− {NOISE:.0%} noise)"),
-        ("unknown key / signed, throughput", r["unknown_key"]["rps"] / signed["rps"], f"≥ 1 (− {NOISE:.0%} noise)"),
-        ("unknown key / signed, p99", r["unknown_key"]["p99_ms"] / signed["p99_ms"], ""),
-        ("signed at 1,000 keys / at 10, throughput", r["signed_1k"]["rps"] / signed["rps"], ""),
+        ("signed / ping, throughput", *throughput(signed, ping), f"≥ {SIGNED_OVER_PING_RPS}"),
+        ("signed / ping, p99", signed["p99_ms"] / ping["p99_ms"], None, f"≤ {SIGNED_OVER_PING_P99}"),
+        ("wrong signature / ping, throughput", *throughput(wrong, ping), ""),
+        ("wrong signature / ping, p99", wrong["p99_ms"] / ping["p99_ms"], None, ""),
+        ("wrong signature / signed, throughput", *throughput(wrong, signed), f"≥ 1 (− {NOISE:.0%} noise)"),
+        ("unknown key / signed, throughput", *throughput(unknown, signed), f"≥ 1 (− {NOISE:.0%} noise)"),
+        ("unknown key / signed, p99", unknown["p99_ms"] / signed["p99_ms"], None, ""),
+        ("signed at 1,000 keys / at 10, throughput", *throughput(r["signed_1k"], signed, paired=False), ""),
         ("signed at 100,000 keys / at 10 (control, measured beside it), throughput",
-         r["signed_100k"]["rps"] / control["rps"], f"≥ {LARGE_OVER_SMALL_RPS}"),
-        ("signed at 100,000 keys / at 10 (control), p99", r["signed_100k"]["p99_ms"] / control["p99_ms"], ""),
-        ("signed at 100,000 keys / at 10 (first measurement), throughput", r["signed_100k"]["rps"] / signed["rps"],
-         ""),
-        ("signed at 10 keys, control / first measurement, throughput (host drift)", control["rps"] / signed["rps"],
-         ""),
-        ("signed / ping, worker CPU per request", signed["worker_cpu_ms"] / ping["worker_cpu_ms"], ""),
-        ("unknown key / signed, worker CPU per request", r["unknown_key"]["worker_cpu_ms"] / signed["worker_cpu_ms"],
+         *throughput(large_case, control), f"≥ {LARGE_OVER_SMALL_RPS}"),
+        ("signed at 100,000 keys / at 10 (control), p99", large_case["p99_ms"] / control["p99_ms"], None, ""),
+        ("signed at 100,000 keys / at 10 (first measurement), throughput",
+         *throughput(large_case, signed, paired=False), ""),
+        ("signed at 10 keys, control / first measurement, throughput (host drift)",
+         *throughput(control, signed, paired=False), ""),
+        ("signed / ping, worker CPU per request", signed["worker_cpu_ms"] / ping["worker_cpu_ms"], None, ""),
+        ("unknown key / signed, worker CPU per request", unknown["worker_cpu_ms"] / signed["worker_cpu_ms"], None,
          ""),
         ("signed at 100,000 keys / at 10 (control), worker CPU per request",
-         r["signed_100k"]["worker_cpu_ms"] / control["worker_cpu_ms"], ""),
+         large_case["worker_cpu_ms"] / control["worker_cpu_ms"], None, ""),
     ]
+    intervals = {name: interval for name, _, interval, _ in ratios}
 
     def mark(ok: bool, *compared: dict) -> str:
         verdict = "**met**" if ok else "**missed**"
         unsteady = host_steady(*compared) if compared else ""
         return f"{verdict} (host unsteady: {unsteady})" if unsteady else verdict
 
+    def undecided(threshold: float, *names: str) -> str:
+        """Where a ratio's 95 % interval spans its threshold: this run cannot tell met from missed."""
+        spans = []
+        for name in names:
+            interval = intervals[name]
+            if interval is not None and interval[0] < threshold < interval[1]:
+                spans.append(f"{name.removesuffix(', throughput')} {interval[0]:.2f}–{interval[1]:.2f}")
+        return f"; within this run's noise (95 % interval: {', '.join(spans)})" if spans else ""
+
     rps_ratio, p99_ratio = ratios[0][1], ratios[1][1]
     refused = {name: r[name]["rps"] / signed["rps"] for name in ("wrong_signature", "unknown_key")}
-    large = r["signed_100k"]["rps"] / control["rps"]
+    large = large_case["rps"] / control["rps"]
     # Every query of the signed accounts/list request, the view's own included (its balances come with the key).
     path_counts = {name: probes[name]["queries"] for name in ("signed", "signed_1k", "signed_100k")}
     pages = {name: probes[name]["queries"] for name in
@@ -553,15 +593,17 @@ def evaluate(run_: dict) -> tuple[list[tuple[str, float, str]], list[tuple[str, 
     targets = [
         (f"signed throughput ≥ {SIGNED_OVER_PING_RPS} × ping, p99 ≤ {SIGNED_OVER_PING_P99} × ping's",
          mark(rps_ratio >= SIGNED_OVER_PING_RPS and p99_ratio <= SIGNED_OVER_PING_P99, ping, signed),
-         f"{rps_ratio:.2f} × and {p99_ratio:.2f} ×"),
+         f"{rps_ratio:.2f} × and {p99_ratio:.2f} ×" + undecided(SIGNED_OVER_PING_RPS, "signed / ping, throughput")),
         ("a refused request costs no more than an accepted one",
-         mark(all(value >= 1 - NOISE for value in refused.values()), signed, r["wrong_signature"], r["unknown_key"]),
+         mark(all(value >= 1 - NOISE for value in refused.values()), signed, wrong, unknown),
          f"throughput vs signed: wrong signature {refused['wrong_signature']:.2f} ×, "
-         f"unknown key {refused['unknown_key']:.2f} ×"),
+         f"unknown key {refused['unknown_key']:.2f} ×"
+         + undecided(1 - NOISE, "wrong signature / signed, throughput", "unknown key / signed, throughput")),
         (f"signed at 100,000 keys + 100,000 log rows ≥ {LARGE_OVER_SMALL_RPS} × at 10 keys",
-         mark(large >= LARGE_OVER_SMALL_RPS, r["signed_100k"], control),
-         f"{large:.2f} × the 10-key control measured beside it ({r['signed_100k']['rps'] / signed['rps']:.2f} × "
-         "the first 10-key measurement)"),
+         mark(large >= LARGE_OVER_SMALL_RPS, large_case, control),
+         f"{large:.2f} × the 10-key control measured beside it ({large_case['rps'] / signed['rps']:.2f} × "
+         "the first 10-key measurement)"
+         + undecided(LARGE_OVER_SMALL_RPS, "signed at 100,000 keys / at 10 (control, measured beside it), throughput")),
         (f"signed path ≤ {MAX_SIGNED_PATH_QUERIES} queries with last-used fresh",
          mark(max(path_counts.values()) <= MAX_SIGNED_PATH_QUERIES),
          "at 10 / 1,000 / 100,000 keys: " + " / ".join(str(v) for v in path_counts.values())
@@ -631,8 +673,12 @@ def write_markdown(info: dict, runs: list[dict], path: Path) -> None:
                   "takes a core (it does when the CPU itself slows down). Host: how many cores a CPU-bound process got (2.0 is "
                   "the whole machine) and how long a fixed Python loop took, just before and just after the "
                   "measurement; a case measured with fewer cores or a slower loop is slowed by the host, not by "
-                  "the code, and a target judged on it is marked.", "", "| ratio | value | target |", "|---|---:|---|"]
-        lines += [f"| {name} | {value:.2f} | {target} |" for name, value, target in ratios]
+                  "the code, and a target judged on it is marked. The 95 % interval of a throughput ratio between two cases of one "
+                  "rotation comes from their turns taken side by side (bench/run.py, paired_interval): where it spans a "
+                  "target, the host moved too much in this run to tell met from missed, whatever the ratio's side.", "",
+                  "| ratio | value | 95 % interval | target |", "|---|---:|---:|---|"]
+        lines += [f"| {name} | {value:.2f} | {f'{interval[0]:.2f}–{interval[1]:.2f}' if interval else ''} | {target} |"
+                  for name, value, interval, target in ratios]
         lines += ["", "| target (issue 7) | | measured |", "|---|---|---|"]
         lines += [f"| {name} | {verdict} | {measured} |" for name, verdict, measured in targets]
         lines += ["", f"{run_['label']} took {run_['seconds']} s.", ""]

@@ -75,3 +75,71 @@ def test_a_summary_adds_requests_time_statuses_and_errors_over_the_turns():
     assert result["max_ms"] == 6.0
     assert result["worker_cpu_ms"] == pytest.approx(1.0)
     assert [round(part["rps"]) for part in result["slices"]] == [200, 100]
+
+
+def measured(*turn_rps: float, p99_ms: float = 5.0, cpu_ms: float = 1.0) -> dict:
+    """A case as summarize() reports it, from the throughput of each of its turns."""
+    return {"rps": sum(turn_rps) / len(turn_rps), "p99_ms": p99_ms, "worker_cpu_ms": cpu_ms,
+            "slices": [{"rps": rps, "p99_ms": p99_ms} for rps in turn_rps],
+            "host": [{"cores": 2.0, "loop_ms": 80}, {"cores": 2.0, "loop_ms": 80}]}
+
+
+def test_a_ratio_the_same_in_every_turn_has_no_spread():
+    low, high = bench.paired_interval(measured(900, 1800, 1350), measured(1000, 2000, 1500))
+
+    assert low == pytest.approx(0.9)
+    assert high == pytest.approx(0.9)
+
+
+def test_the_interval_is_the_mean_log_ratio_of_the_turns_plus_or_minus_t_standard_errors():
+    # Turn ratios 0.8 and 1.0: logs -0.2231 and 0; mean -0.1116, standard deviation 0.1578, standard error
+    # 0.1116; t for one degree of freedom 12.706.
+    low, high = bench.paired_interval(measured(800, 1000), measured(1000, 1000))
+
+    assert low == pytest.approx(0.2167, abs=1e-4)
+    assert high == pytest.approx(3.6916, abs=1e-4)
+
+
+def test_turns_drifting_together_give_a_narrow_interval_where_the_totals_alone_would_not():
+    # The host halves its speed between turns; the signed request stays at 0.9 × ping in each turn.
+    ping = measured(2000, 1000, 2000, 1000)
+    signed = measured(1800, 900, 1800, 900)
+
+    low, high = bench.paired_interval(signed, ping)
+
+    assert 0.89 < low <= high < 0.91
+
+
+def test_no_interval_from_a_single_turn_or_from_turns_that_do_not_pair():
+    assert bench.paired_interval(measured(900), measured(1000)) is None
+    assert bench.paired_interval(measured(900, 950), measured(1000, 1000, 1000)) is None
+
+
+def bench_run(signed_turns: tuple[float, ...]) -> dict:
+    """A whole run's results, ping at 1,000 req/s in each turn and every other case at 0.95 × ping."""
+    steady = (950.0,) * len(signed_turns)
+    cases = {name: measured(*steady) for name in ("wrong_signature", "unknown_key", "signed_1k", "signed_100k",
+                                                  "signed_10_control")}
+    results = {"ping": measured(*(1000.0,) * len(signed_turns)), "signed": measured(*signed_turns), **cases}
+    pages = {name: {"queries": 8} for name in ("keys_page", "keys_page_large", "activity_page", "activity_page_large")}
+    probes = {**pages, **{name: {"queries": 1} for name in ("signed", "signed_1k", "signed_100k")}}
+    return {"results": results, "probes": probes}
+
+
+def verdict_of(run: dict, target_start: str) -> tuple[str, str]:
+    _, targets = bench.evaluate(run)
+    return next((verdict, text) for name, verdict, text in targets if name.startswith(target_start))
+
+
+def test_a_target_inside_the_interval_is_reported_as_within_the_runs_noise():
+    verdict, text = verdict_of(bench_run((800.0, 950.0, 820.0, 930.0)), "signed throughput")
+
+    assert verdict == "**met**"  # 0.875 over the totals
+    assert "within this run's noise (95 % interval: signed / ping 0." in text
+
+
+def test_a_target_outside_the_interval_is_reported_without_doubt():
+    verdict, text = verdict_of(bench_run((900.0, 905.0, 895.0, 900.0)), "signed throughput")
+
+    assert verdict == "**met**"
+    assert "noise" not in text
