@@ -603,7 +603,8 @@ def evaluate(run_: dict) -> tuple[list[tuple], list[tuple[str, str, str]]]:
          mark(large >= LARGE_OVER_SMALL_RPS, large_case, control),
          f"{large:.2f} × the 10-key control measured beside it ({large_case['rps'] / signed['rps']:.2f} × "
          "the first 10-key measurement)"
-         + undecided(LARGE_OVER_SMALL_RPS, "signed at 100,000 keys / at 10 (control, measured beside it), throughput")),
+         + undecided(LARGE_OVER_SMALL_RPS,
+                     "signed at 100,000 keys / at 10 (control, measured beside it), throughput")),
         (f"signed path ≤ {MAX_SIGNED_PATH_QUERIES} queries with last-used fresh",
          mark(max(path_counts.values()) <= MAX_SIGNED_PATH_QUERIES),
          "at 10 / 1,000 / 100,000 keys: " + " / ".join(str(v) for v in path_counts.values())
@@ -673,9 +674,10 @@ def write_markdown(info: dict, runs: list[dict], path: Path) -> None:
                   "takes a core (it does when the CPU itself slows down). Host: how many cores a CPU-bound process got (2.0 is "
                   "the whole machine) and how long a fixed Python loop took, just before and just after the "
                   "measurement; a case measured with fewer cores or a slower loop is slowed by the host, not by "
-                  "the code, and a target judged on it is marked. The 95 % interval of a throughput ratio between two cases of one "
-                  "rotation comes from their turns taken side by side (bench/run.py, paired_interval): where it spans a "
-                  "target, the host moved too much in this run to tell met from missed, whatever the ratio's side.", "",
+                  "the code, and a target judged on it is marked. The 95 % interval of a throughput ratio "
+                  "between two cases of one rotation comes from their turns taken side by side (bench/run.py, "
+                  "paired_interval): where it spans a target, the host moved too much in this run to tell met "
+                  "from missed, whatever the ratio's side.", "",
                   "| ratio | value | 95 % interval | target |", "|---|---:|---:|---|"]
         lines += [f"| {name} | {value:.2f} | {f'{interval[0]:.2f}–{interval[1]:.2f}' if interval else ''} | {target} |"
                   for name, value, interval, target in ratios]

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from time import monotonic
 from typing import NamedTuple
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, close_old_connections, connections, router, transaction
 
@@ -183,8 +182,8 @@ class BatchWriter:
     def is_due(self) -> bool:
         with self._lock:
             return bool(self._pending) and (
-                len(self._pending) >= settings.SANDBOX_REQUEST_LOG_BATCH_SIZE
-                or monotonic() - self._oldest >= settings.SANDBOX_REQUEST_LOG_FLUSH_SECONDS
+                len(self._pending) >= cached_setting("SANDBOX_REQUEST_LOG_BATCH_SIZE")
+                or monotonic() - self._oldest >= cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS")
             )
 
     def write_if_due(self) -> None:
@@ -242,7 +241,7 @@ class BatchWriter:
     def _write_batches(self) -> None:
         # Wakes when a batch is full, and at least once per interval for a batch that has grown old.
         while not self._closing:
-            self._wake.wait(settings.SANDBOX_REQUEST_LOG_FLUSH_SECONDS)
+            self._wake.wait(cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS"))
             self._wake.clear()
             if not self._closing and self.is_due():
                 # As at the end of a request: drop the thread's connection if broken or past CONN_MAX_AGE.

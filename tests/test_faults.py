@@ -156,7 +156,7 @@ def test_activation_without_a_usable_key_encryption_key_shows_an_error_page_and_
     clock.next_code_step()
 
     with override_settings(DEBUG=False, KEYS_ENCRYPTION_KEYS=configured):
-            response = failing_client.post(reverse("keys:activate", args=[merchant.slug, key.pk]),
+        response = failing_client.post(reverse("keys:activate", args=[merchant.slug, key.pk]),
                                        {"allowlist": "", "code": helpers.current_code(owner)})
 
     page = response.content.decode()

@@ -126,8 +126,8 @@ def test_long_paths_and_methods_are_cut_to_fit(client, clock, key_pair, merchant
     assert not ApiRequest.objects.exists()
 
     request_log.record_request(
-        key=key_pair.key, at=timezone.now(), client_ip=None, method="PROPFIND-LONG-METHOD", path="/api/v2/" + "y" * 500, status=405,
-        error_code="method_not_allowed",
+        key=key_pair.key, at=timezone.now(), client_ip=None, method="PROPFIND-LONG-METHOD",
+        path="/api/v2/" + "y" * 500, status=405, error_code="method_not_allowed",
     )
 
     entry = ApiRequest.objects.get()
@@ -269,8 +269,8 @@ def test_every_hundredth_insert_prunes_the_merchants_log(client, clock, merchant
     make_rows(merchant, key_pair.key, 1_050)
     for _ in range(request_log.PRUNE_EVERY - 1):
         request_log.record_request(
-            key=key_pair.key, at=timezone.now(), client_ip=ALLOWED_IP, method="POST", path="/api/v2/accounts/list", status=200,
-            error_code="",
+            key=key_pair.key, at=timezone.now(), client_ip=ALLOWED_IP, method="POST", path="/api/v2/accounts/list",
+            status=200, error_code="",
         )
     assert ApiRequest.objects.for_merchant(merchant).count() == 1_050 + request_log.PRUNE_EVERY - 1
 
@@ -291,7 +291,8 @@ def test_each_merchants_log_stays_near_its_size_when_traffic_interleaves(clock, 
     for _ in range(2 * request_log.PRUNE_EVERY):
         for key in (key_pair.key, other_key):
             request_log.record_request(
-                key=key, at=timezone.now(), client_ip=ALLOWED_IP, method="POST", path="/api/v2/accounts/list", status=200, error_code="",
+                key=key, at=timezone.now(), client_ip=ALLOWED_IP, method="POST", path="/api/v2/accounts/list",
+                status=200, error_code="",
             )
 
     assert ApiRequest.objects.for_merchant(merchant).count() <= REQUEST_LOG_SIZE + request_log.PRUNE_EVERY

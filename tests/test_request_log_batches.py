@@ -255,7 +255,8 @@ def test_batch_times_are_stored_as_the_orms_sqlite_adapter_stores_them(moment, d
 
 @hypothesis.settings(database=None, max_examples=300, deadline=None)
 @given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
-                           timezones=st.sampled_from([None, UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/St_Johns"),
+                           timezones=st.sampled_from([None, UTC, ZoneInfo("Europe/Berlin"),
+                                                      ZoneInfo("America/St_Johns"),
                                                       timezone(timedelta(hours=5, minutes=45))])))
 def test_batch_times_are_copied_to_postgresql_as_psycopg_writes_them(moment):
     """PostgreSQL's COPY reads the text psycopg would send (str()): aware times as the same instant in UTC, naive
