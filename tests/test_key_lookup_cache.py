@@ -98,14 +98,6 @@ def test_a_key_deactivated_by_another_process_is_refused(client, key_pair):
     assert_error(api(client, pair=key_pair), "bad_header_key")
 
 
-@on_sqlite
-def test_on_sqlite_another_connections_commit_is_seen_by_the_very_next_lookup(key_pair):
-    lookup(key_pair.public_key)
-    commit_elsewhere(f"UPDATE {ApiKey._meta.db_table} SET status = %s WHERE id = %s",
-                     [KeyStatus.DEACTIVATED, key_pair.key.pk])
-    assert lookup(key_pair.public_key)[0].status == KeyStatus.DEACTIVATED
-
-
 def test_an_unknown_key_is_kept_as_unknown_until_a_key_is_added(merchant, django_assert_num_queries):
     with django_assert_num_queries(1):
         assert lookup(UNKNOWN_KEY) == (None, ())
@@ -234,11 +226,16 @@ def test_on_sqlite_the_token_comes_from_the_wal_index_without_a_query(key_pair, 
 
 
 @on_sqlite
-def test_on_sqlite_a_commit_from_outside_django_and_one_after_a_checkpoint_are_seen(key_pair):
+def test_on_sqlite_commits_elsewhere_are_seen_by_the_very_next_lookup(key_pair):
+    """Another Django connection's commit, one from outside Django, and one after a checkpoint."""
     lookup(key_pair.public_key)
-    commit_outside_django(f"UPDATE {ApiKey._meta.db_table} SET status = ? WHERE id = ?",
-                          [KeyStatus.DEACTIVATED, key_pair.key.pk])
+    commit_elsewhere(f"UPDATE {ApiKey._meta.db_table} SET status = %s WHERE id = %s",
+                     [KeyStatus.DEACTIVATED, key_pair.key.pk])
     assert lookup(key_pair.public_key)[0].status == KeyStatus.DEACTIVATED
+
+    commit_outside_django(f"UPDATE {ApiKey._meta.db_table} SET status = ? WHERE id = ?",
+                          [KeyStatus.GENERATED, key_pair.key.pk])
+    assert lookup(key_pair.public_key)[0].status == KeyStatus.GENERATED
 
     # A checkpoint that empties the log: the next commit writes its frames from the start of the file again.
     commit_outside_django("PRAGMA wal_checkpoint(TRUNCATE)", [])
