@@ -8,6 +8,10 @@ from .support import (
 )
 
 
+# Nothing of the element's text is scrolled out of sight, across or down.
+WHOLE_TEXT_SHOWN = "box => box.scrollWidth <= box.clientWidth && box.scrollHeight <= box.clientHeight"
+
+
 def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
     merchant = helpers.create_merchant("Acme Payments")
     owner = helpers.create_member(merchant, Role.OWNER, "owner@acme.test")
@@ -37,6 +41,12 @@ def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
     qr = page.locator("details.qr-toggle svg")
     expect(qr).to_be_hidden()
     journey.check("secret", widths=(PHONE, TABLET))
+    secret_box = page.get_by_label("Secret key", exact=True)
+    original = page.viewport_size
+    for width in (PHONE, TABLET, original["width"]):
+        page.set_viewport_size({"width": width, "height": original["height"]})
+        assert secret_box.evaluate(WHOLE_TEXT_SHOWN), f"part of the secret is hidden at {width} px"
+    page.set_viewport_size(original)
 
     page.get_by_role("button", name="Copy").click()
     assert page.evaluate("navigator.clipboard.readText()") == secret
