@@ -29,6 +29,9 @@ if not SECRET_KEY:
     # Development only: a fixed key is harmless when nothing real is protected by it.
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
+# Keys SECRET_KEY replaced: what they signed (sessions, backup codes) stays valid while they are listed here.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS")
+
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 
 INSTALLED_APPS = [

@@ -128,7 +128,7 @@ def _try_code(device: Device | None, code: ParsedCode) -> CodeRefused | None:
     allowed, why = device.verify_is_allowed()
     if not allowed:
         return CodeRefused(RefusalReason.THROTTLED, retry_at=(why or {}).get("locked_until"))
-    token = code.value if code.kind is CodeKind.TOTP else backup_code_digest(code.value)
+    token = code.value if code.kind is CodeKind.TOTP else _stored_backup_token(device, code.value)
     if device.verify_token(token):
         return None
     reused = code.kind is CodeKind.TOTP and _was_already_used(device, code.value)
@@ -227,13 +227,26 @@ def confirm_authenticator(user, raw_code: str, *, context: RequestContext) -> tu
     return device, codes
 
 
-def backup_code_digest(code: str) -> str:
+def backup_code_digest(code: str, secret_key: str | None = None) -> str:
     """How a backup code is stored: a keyed hash, so the database alone does not reveal usable codes.
 
-    Truncated to fit django-otp's 16-character token column: 80 bits, far beyond the 33 bits of a code.
+    Keyed with SECRET_KEY unless ``secret_key`` is given. Truncated to fit django-otp's 16-character token
+    column: 80 bits, far beyond the 33 bits of a code.
     """
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"backup-code:{code}".encode(), hashlib.sha256).digest()
+    key = settings.SECRET_KEY if secret_key is None else secret_key
+    digest = hmac.new(key.encode(), f"backup-code:{code}".encode(), hashlib.sha256).digest()
     return b32encode(digest).decode()[:16].lower()
+
+
+def _stored_backup_token(device: StaticDevice, code: str) -> str:
+    """The token ``device`` holds for ``code``: its digest under SECRET_KEY, or under a key it replaced.
+
+    After a rotation (the old key moved to SECRET_KEY_FALLBACKS) codes issued before it still work. One token
+    goes to django-otp, so a wrong code counts as one failure, not one per key.
+    """
+    digests = [backup_code_digest(code, key) for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)]
+    held = set(device.token_set.filter(token__in=digests).values_list("token", flat=True))
+    return next((digest for digest in digests if digest in held), digests[0])
 
 
 def _replace_backup_codes(user, *, context: RequestContext) -> list[str]:

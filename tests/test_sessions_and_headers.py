@@ -47,6 +47,21 @@ def test_a_session_ends_after_12_hours_however_active(owner_client, merchant, cl
     assert keys_page(owner_client, merchant).status_code == 302
 
 
+def test_a_session_survives_a_secret_key_rotation_while_the_old_key_is_a_fallback(owner, merchant, settings):
+    settings.SECRET_KEY = "the-secret-key-before-the-rotation"
+    used_during_rotation, unused_during_rotation = Client(), Client()
+    helpers.sign_in_verified(used_during_rotation, owner)
+    helpers.sign_in_verified(unused_during_rotation, owner)
+    settings.SECRET_KEY = "the-secret-key-after-the-rotation"
+
+    settings.SECRET_KEY_FALLBACKS = ["the-secret-key-before-the-rotation"]
+    assert keys_page(used_during_rotation, merchant).status_code == 200
+    # Django moved that session to the new key as it accepted it; the other one still holds the old key's hash.
+    settings.SECRET_KEY_FALLBACKS = []
+    assert keys_page(used_during_rotation, merchant).status_code == 200
+    assert keys_page(unused_during_rotation, merchant).status_code == 302
+
+
 def test_sign_out_deletes_the_session_on_the_server(owner_client, merchant):
     from django.contrib.sessions.models import Session
 

@@ -288,6 +288,54 @@ def test_a_backup_code_can_regenerate_the_backup_codes(owner, clock):
     assert remaining_backup_codes(owner) == 10
 
 
+# Rotating SECRET_KEY
+
+OLD_SECRET_KEY = "the-secret-key-before-the-rotation"
+
+
+def test_after_a_rotation_backup_codes_issued_under_the_old_key_still_work(owner, clock, settings):
+    settings.SECRET_KEY = OLD_SECRET_KEY
+    helpers.give_backup_codes(owner, ["1234567890", "5555555555"])
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-secret-key-after-the-rotation", [OLD_SECRET_KEY]
+
+    verify(owner, "12345-67890")
+
+    assert remaining_backup_codes(owner) == 1
+    assert refusal_of(owner, "1234567890").reason is RefusalReason.WRONG  # used once, gone
+    assert AuditEvent.objects.filter(action=AuditAction.OTP_VERIFIED, details__kind="backup").count() == 1
+
+
+def test_once_the_old_key_leaves_the_fallbacks_its_backup_codes_are_refused(owner, clock, settings):
+    settings.SECRET_KEY = OLD_SECRET_KEY
+    helpers.give_backup_codes(owner, ["1234567890"])
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "the-secret-key-after-the-rotation", []
+
+    assert refusal_of(owner, "1234567890").reason is RefusalReason.WRONG
+
+    assert remaining_backup_codes(owner) == 1
+
+
+def test_a_wrong_backup_code_counts_as_one_failure_whatever_the_number_of_keys(owner, clock, settings):
+    device = helpers.give_backup_codes(owner, ["1234567890"])
+    settings.SECRET_KEY_FALLBACKS = ["an-older-key", "an-even-older-key"]
+
+    assert refusal_of(owner, "9999999999").reason is RefusalReason.WRONG
+
+    device.refresh_from_db()
+    assert device.throttling_failure_count == 1
+    assert remaining_backup_codes(owner) == 1
+
+
+def test_codes_regenerated_after_a_rotation_are_keyed_with_the_new_key(owner, clock, settings):
+    settings.SECRET_KEY_FALLBACKS = [OLD_SECRET_KEY]
+
+    codes = regenerate_backup_codes(owner, helpers.current_code(owner), context=CONTEXT)
+
+    stored = sorted(StaticToken.objects.filter(device__user=owner).values_list("token", flat=True))
+    assert stored == sorted(backup_code_digest(code, settings.SECRET_KEY) for code in codes)
+    assert not set(stored) & {backup_code_digest(code, OLD_SECRET_KEY) for code in codes}
+
+
 # Formatting
 
 
