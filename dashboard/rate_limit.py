@@ -1,30 +1,32 @@
 """A ceiling on failed sign-in and 2FA attempts per account, shared by every worker through the cache.
 
-django-otp's per-device throttle slows guessing down; this ceiling stops it: once an account has
-AUTH_FAILURES_PER_HOUR failures in the current clock hour, further attempts are refused unprocessed
-until the hour ends. An attempt counts as a failure until it has succeeded, so the ceiling holds for
-attempts processed at the same moment by different workers. Accounts are keyed by a hash of the email
-typed, so an unknown email is limited exactly like a known one and the limit reveals nothing about
-which accounts exist.
+django-otp's per-device throttle slows guessing down; this ceiling stops it: once an account has about
+AUTH_FAILURES_PER_HOUR failures in the last 60 minutes, further attempts are refused unprocessed until
+enough of them have aged. "The last 60 minutes" is the sliding-window estimate: this clock hour's count
+plus the previous hour's, weighted by the share of the last 60 minutes that fell in it. With plain clock
+hours, twice the ceiling passed within two seconds (the end of one hour and the start of the next).
+
+An attempt counts as a failure until it has succeeded, so the ceiling holds for attempts processed at the
+same moment by different workers; a refused attempt is not processed, so it does not count. Accounts are
+keyed by a hash of the email typed, so an unknown email is limited exactly like a known one and the limit
+reveals nothing about which accounts exist.
 """
 from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from django.conf import settings
 from django.core.cache import cache
 
 WINDOW_SECONDS = 3600
+# A count is read during its own hour and the next one, as the previous hour's.
+COUNT_TIMEOUT = 2 * WINDOW_SECONDS + 60
 
 
 def _limit() -> int:
     return getattr(settings, "AUTH_FAILURES_PER_HOUR", 100)
-
-
-def _window() -> int:
-    return int(time.time()) // WINDOW_SECONDS
 
 
 def _key(email: str, window: int) -> str:
@@ -39,28 +41,57 @@ def begin_attempt(email: str) -> datetime | None:
     cannot all pass the check before any failure is recorded; ``attempt_succeeded`` takes it back.
     Returns None when the attempt may be processed.
     """
-    window = _window()
+    now = int(time.time())
+    window = now // WINDOW_SECONDS
     key = _key(email, window)
     # add() is a no-op when the key exists, so concurrent workers never reset each other's count.
-    cache.add(key, 0, timeout=WINDOW_SECONDS + 60)
+    cache.add(key, 0, timeout=COUNT_TIMEOUT)
     try:
         count = cache.incr(key)
     except ValueError:
         # The key expired between add() and incr(): this attempt opens a new count.
-        cache.add(key, 1, timeout=WINDOW_SECONDS + 60)
+        cache.add(key, 1, timeout=COUNT_TIMEOUT)
         count = 1
-    if count > _limit():
-        return datetime.fromtimestamp((window + 1) * WINDOW_SECONDS, tz=timezone.utc)
-    return None
+    previous = cache.get(_key(email, window - 1), 0)
+    # In whole seconds and integers (the estimate times WINDOW_SECONDS): floats put 9 × 1/9 + 1 above 2.
+    still_covered = WINDOW_SECONDS - (now - window * WINDOW_SECONDS)
+    if previous * still_covered + count * WINDOW_SECONDS <= _limit() * WINDOW_SECONDS:
+        return None
+    _uncount(key)
+    return _retry_at(window, previous, count - 1)
+
+
+def _retry_at(window: int, previous: int, count: int) -> datetime:
+    """The first second the estimate leaves room for one more failure, if none comes meanwhile."""
+    limit = _limit()
+    if count + 1 <= limit:
+        # Later this hour, once enough of the previous hour has slid out of the last 60 minutes.
+        start, weighed, room = window * WINDOW_SECONDS, previous, limit - count - 1
+    else:
+        # Next hour, when this hour's count is the previous one.
+        start, weighed, room = (window + 1) * WINDOW_SECONDS, count, limit - 1
+    # The least seconds into the hour at which weighed × (WINDOW_SECONDS − seconds) ≤ room × WINDOW_SECONDS.
+    seconds = WINDOW_SECONDS - room * WINDOW_SECONDS // weighed
+    return datetime.fromtimestamp(start + seconds, tz=timezone.utc)
+
+
+def _uncount(key: str) -> None:
+    try:
+        cache.decr(key)
+    except ValueError:
+        pass  # the count expired meanwhile: nothing left to take back
 
 
 def attempt_succeeded(email: str) -> None:
     """The attempt begun with ``begin_attempt`` was not a failure: it no longer counts."""
-    try:
-        cache.decr(_key(email, _window()))
-    except ValueError:
-        pass  # the hour turned meanwhile: the new count never included this attempt
+    # Taken back from this hour's count: an attempt that began in the previous hour (a few milliseconds before
+    # it ended) is left counted there, and takes one from this hour's count if there is one.
+    _uncount(_key(email, int(time.time()) // WINDOW_SECONDS))
 
 
 def retry_message(until: datetime) -> str:
-    return f"Too many failed attempts for this account. Try again after {until:%H:%M} UTC."
+    # Rounded up: "after 13:20" must not name a minute at which the attempt is still refused.
+    minute = until.replace(second=0, microsecond=0)
+    if minute < until:
+        minute += timedelta(minutes=1)
+    return f"Too many failed attempts for this account. Try again after {minute:%H:%M} UTC."
