@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from django.conf import settings
@@ -25,7 +26,8 @@ WINDOW_SECONDS = 3600
 COUNT_TIMEOUT = 2 * WINDOW_SECONDS + 60
 
 
-def _limit() -> int:
+def failure_ceiling() -> int:
+    """AUTH_FAILURES_PER_HOUR: failures an account may have in the last 60 minutes (a system check holds it ≥ 1)."""
     return getattr(settings, "AUTH_FAILURES_PER_HOUR", 100)
 
 
@@ -34,12 +36,19 @@ def _key(email: str, window: int) -> str:
     return f"auth-failures:{digest}:{window}"
 
 
-def begin_attempt(email: str) -> datetime | None:
-    """Count an attempt for the account before it is processed; when to retry if it is over the ceiling.
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt counted against an account's ceiling; ``retry_at`` is set when it was refused."""
+
+    counter: str  # the cache key it was counted in, to take it back from the same one
+    retry_at: datetime | None = None
+
+
+def begin_attempt(email: str) -> Attempt:
+    """Count an attempt for the account before it is processed, and refuse it if it is over the ceiling.
 
     The attempt is counted as a failure from the start, so parallel attempts (several workers at once)
     cannot all pass the check before any failure is recorded; ``attempt_succeeded`` takes it back.
-    Returns None when the attempt may be processed.
     """
     now = int(time.time())
     window = now // WINDOW_SECONDS
@@ -47,31 +56,31 @@ def begin_attempt(email: str) -> datetime | None:
     # add() is a no-op when the key exists, so concurrent workers never reset each other's count.
     cache.add(key, 0, timeout=COUNT_TIMEOUT)
     try:
-        count = cache.incr(key)
+        failures_with_this_one = cache.incr(key)
     except ValueError:
         # The key expired between add() and incr(): this attempt opens a new count.
         cache.add(key, 1, timeout=COUNT_TIMEOUT)
-        count = 1
+        failures_with_this_one = 1
     previous = cache.get(_key(email, window - 1), 0)
     # In whole seconds and integers (the estimate times WINDOW_SECONDS): floats put 9 × 1/9 + 1 above 2.
     still_covered = WINDOW_SECONDS - (now - window * WINDOW_SECONDS)
-    if previous * still_covered + count * WINDOW_SECONDS <= _limit() * WINDOW_SECONDS:
-        return None
+    if previous * still_covered + failures_with_this_one * WINDOW_SECONDS <= failure_ceiling() * WINDOW_SECONDS:
+        return Attempt(key)
     _uncount(key)
-    return _retry_at(window, previous, count - 1)
+    return Attempt(key, retry_at=_retry_at(window, previous, failures_with_this_one - 1))
 
 
-def _retry_at(window: int, previous: int, count: int) -> datetime:
+def _retry_at(window: int, previous: int, failures: int) -> datetime:
     """The first second the estimate leaves room for one more failure, if none comes meanwhile."""
-    limit = _limit()
-    if count + 1 <= limit:
+    limit = failure_ceiling()
+    if failures + 1 <= limit:
         # Later this hour, once enough of the previous hour has slid out of the last 60 minutes.
-        start, weighed, room = window * WINDOW_SECONDS, previous, limit - count - 1
+        start, weighted_count, room = window * WINDOW_SECONDS, previous, limit - failures - 1
     else:
         # Next hour, when this hour's count is the previous one.
-        start, weighed, room = (window + 1) * WINDOW_SECONDS, count, limit - 1
-    # The least seconds into the hour at which weighed × (WINDOW_SECONDS − seconds) ≤ room × WINDOW_SECONDS.
-    seconds = WINDOW_SECONDS - room * WINDOW_SECONDS // weighed
+        start, weighted_count, room = (window + 1) * WINDOW_SECONDS, failures, limit - 1
+    # The least seconds into the hour at which weighted_count × (WINDOW_SECONDS − seconds) ≤ room × WINDOW_SECONDS.
+    seconds = WINDOW_SECONDS - room * WINDOW_SECONDS // weighted_count
     return datetime.fromtimestamp(start + seconds, tz=timezone.utc)
 
 
@@ -82,11 +91,10 @@ def _uncount(key: str) -> None:
         pass  # the count expired meanwhile: nothing left to take back
 
 
-def attempt_succeeded(email: str) -> None:
+def attempt_succeeded(attempt: Attempt) -> None:
     """The attempt begun with ``begin_attempt`` was not a failure: it no longer counts."""
-    # Taken back from this hour's count: an attempt that began in the previous hour (a few milliseconds before
-    # it ended) is left counted there, and takes one from this hour's count if there is one.
-    _uncount(_key(email, int(time.time()) // WINDOW_SECONDS))
+    # From the count it went into, even if the hour has turned since.
+    _uncount(attempt.counter)
 
 
 def retry_message(until: datetime) -> str:

@@ -154,9 +154,9 @@ def verify_fresh_code(
     the caller's action runs, so a failed action never rolls back a failure count (as django-otp's
     ``OTPAuthenticationFormMixin.clean_otp`` does). Returns the device that accepted the code.
     """
-    until = rate_limit.begin_attempt(user.email)
-    if until is not None:
-        refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=until)
+    attempt = rate_limit.begin_attempt(user.email)
+    if attempt.retry_at is not None:
+        refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=attempt.retry_at)
         record(
             AuditAction.OTP_THROTTLED, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED,
             context=context, details={"purpose": purpose, "reason": "hourly limit"},
@@ -185,7 +185,7 @@ def verify_fresh_code(
             record(action, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED, context=context, details=details)
     if refusal is None or refusal.reason not in (RefusalReason.WRONG, RefusalReason.REUSED, RefusalReason.NO_DEVICE):
         # Accepted, or held back by django-otp's own delay: not a failure of this account's ceiling.
-        rate_limit.attempt_succeeded(user.email)
+        rate_limit.attempt_succeeded(attempt)
     if refusal is not None:
         raise refusal
     return device

@@ -79,18 +79,18 @@ class SignInView(View):
         if form.is_valid():
             email = form.cleaned_data["email"]
             context = RequestContext.from_request(request)
-            until = rate_limit.begin_attempt(email)
+            attempt = rate_limit.begin_attempt(email)
             user = None
-            if until is not None:
+            if attempt.retry_at is not None:
                 record(
                     AuditAction.SIGN_IN_FAILED, actor_email=email, outcome=AuditOutcome.REFUSED, context=context,
                     details={"reason": "hourly limit"},
                 )
-                form.add_error(None, rate_limit.retry_message(until))
+                form.add_error(None, rate_limit.retry_message(attempt.retry_at))
             else:
                 user = authenticate(request, email=email, password=form.cleaned_data["password"])
                 if user is not None:
-                    rate_limit.attempt_succeeded(email)
+                    rate_limit.attempt_succeeded(attempt)
                 else:
                     known = get_user_model().objects.filter(email__iexact=email).first()
                     record(

@@ -2,13 +2,15 @@
 import threading
 from datetime import timedelta
 
+import hypothesis
 import pytest
 import time_machine
+from django.core import checks
 from django.core.cache import cache
 from django.test import override_settings
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dashboard import rate_limit
 from dashboard.audit import RequestContext
@@ -20,11 +22,20 @@ from . import helpers
 CONTEXT = RequestContext("198.51.100.7", "pytest")
 
 
+def processed(email: str) -> bool:
+    """Begin an attempt for ``email``: whether the ceiling lets it be processed (it then counts as a failure)."""
+    return rate_limit.begin_attempt(email).retry_at is None
+
+
+def sign_in(client, email: str, password: str = helpers.PASSWORD):
+    return client.post(reverse("dashboard:sign-in"), {"email": email, "password": password})
+
+
 @override_settings(AUTH_FAILURES_PER_HOUR=3)
 def test_wrong_passwords_beyond_the_hourly_limit_are_refused_unprocessed(client, owner, clock):
     for _ in range(3):
-        client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": "wrong"})
-    response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+        sign_in(client, owner.email, "wrong")
+    response = sign_in(client, owner.email)
     assert response.status_code == 200
     # Three failures at 12:00 weigh as three until 13:00, then less as 13:00–14:00 slides over them: at 13:20, two.
     assert "Too many failed attempts for this account. Try again after 13:20 UTC." in response.content.decode()
@@ -36,45 +47,41 @@ def test_wrong_passwords_beyond_the_hourly_limit_are_refused_unprocessed(client,
 @override_settings(AUTH_FAILURES_PER_HOUR=3)
 def test_the_limit_lifts_as_the_failures_slide_out_of_the_last_60_minutes(client, owner, clock):
     for _ in range(3):
-        client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": "wrong"})
+        sign_in(client, owner.email, "wrong")
     clock.advance(3600)  # 13:00: a new clock hour does not wipe the slate
-    assert "Too many failed attempts" in sign_in(client, owner).content.decode()
+    assert "Too many failed attempts" in sign_in(client, owner.email).content.decode()
     clock.advance(20 * 60 - 1)
-    assert "Too many failed attempts" in sign_in(client, owner).content.decode()
+    assert "Too many failed attempts" in sign_in(client, owner.email).content.decode()
     clock.advance(1)  # 13:20, the time the refusal named
-    assert sign_in(client, owner).status_code == 302
-
-
-def sign_in(client, user):
-    return client.post(reverse("dashboard:sign-in"), {"email": user.email, "password": helpers.PASSWORD})
+    assert sign_in(client, owner.email).status_code == 302
 
 
 @override_settings(AUTH_FAILURES_PER_HOUR=3)
 def test_the_end_of_a_clock_hour_does_not_let_a_second_ceiling_through(owner, clock):
     clock.advance(3600 - 1)  # 12:59:59
-    processed = sum(rate_limit.begin_attempt(owner.email) is None for _ in range(10))
+    passed = sum(processed(owner.email) for _ in range(10))
     clock.advance(1)  # 13:00:00
-    processed += sum(rate_limit.begin_attempt(owner.email) is None for _ in range(10))
-    assert processed == 3
+    passed += sum(processed(owner.email) for _ in range(10))
+    assert passed == 3
 
 
 @override_settings(AUTH_FAILURES_PER_HOUR=3)
 def test_refused_attempts_do_not_count(owner, clock):
     for _ in range(3):
-        assert rate_limit.begin_attempt(owner.email) is None
+        assert processed(owner.email)
     for _ in range(50):
         clock.advance(60)
-        assert rate_limit.begin_attempt(owner.email) is not None
+        assert not processed(owner.email)
     clock.advance(30 * 60)  # 13:20, as for the three failures; for 53 it would be 13:58
-    assert rate_limit.begin_attempt(owner.email) is None
+    assert processed(owner.email)
 
 
 @override_settings(AUTH_FAILURES_PER_HOUR=3)
 def test_unknown_and_known_emails_are_limited_alike(client, owner, clock):
     for email in ("nobody@acme.test", owner.email):
         for _ in range(3):
-            client.post(reverse("dashboard:sign-in"), {"email": email, "password": "wrong"})
-        response = client.post(reverse("dashboard:sign-in"), {"email": email, "password": "wrong"})
+            sign_in(client, email, "wrong")
+        response = sign_in(client, email, "wrong")
         assert "Too many failed attempts" in response.content.decode()
 
 
@@ -94,15 +101,15 @@ def test_wrong_codes_count_towards_the_limit_and_then_even_a_right_code_is_refus
 
 def test_counts_are_kept_per_account_case_insensitively(clock):
     with override_settings(AUTH_FAILURES_PER_HOUR=1):
-        assert rate_limit.begin_attempt("Someone@Example.test") is None
-        assert rate_limit.begin_attempt("someone@example.test") is not None
-        assert rate_limit.begin_attempt("other@example.test") is None
+        assert processed("Someone@Example.test")
+        assert not processed("someone@example.test")
+        assert processed("other@example.test")
 
 
 def test_the_ceiling_is_100_failures_an_hour_by_default(client, owner, clock):
     for _ in range(100):
-        assert rate_limit.begin_attempt(owner.email) is None
-    response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+        assert processed(owner.email)
+    response = sign_in(client, owner.email)
     # Room for one more once 1 % of them has slid out: 36 s into the next hour, named as the minute after.
     assert "Too many failed attempts for this account. Try again after 13:01 UTC." in response.content.decode()
 
@@ -110,11 +117,11 @@ def test_the_ceiling_is_100_failures_an_hour_by_default(client, owner, clock):
 @override_settings(AUTH_FAILURES_PER_HOUR=3)
 def test_successes_do_not_count_towards_the_ceiling(client, owner, clock):
     for _ in range(5):
-        response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+        response = sign_in(client, owner.email)
         assert response.status_code == 302
     for _ in range(3):
-        client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": "wrong"})
-    response = client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
+        sign_in(client, owner.email, "wrong")
+    response = sign_in(client, owner.email)
     assert "Too many failed attempts" in response.content.decode()
 
 
@@ -126,7 +133,7 @@ def test_attempts_at_the_same_moment_cannot_pass_the_ceiling_together(owner, clo
 
     def attempt():
         start.wait()
-        answers.append(rate_limit.begin_attempt(owner.email))
+        answers.append(processed(owner.email))
 
     threads = [threading.Thread(target=attempt) for _ in range(20)]
     for thread in threads:
@@ -134,10 +141,10 @@ def test_attempts_at_the_same_moment_cannot_pass_the_ceiling_together(owner, clo
     for thread in threads:
         thread.join()
 
-    assert sum(answer is None for answer in answers) == 5
+    assert sum(answers) == 5
 
 
-@settings(max_examples=200, database=None, deadline=None)
+@hypothesis.settings(max_examples=200, database=None, deadline=None)
 @given(limit=st.integers(1, 20), previous=st.integers(0, 40), current=st.integers(0, 40),
        second=st.integers(0, 3599))
 def test_the_time_a_refusal_names_is_the_first_second_an_attempt_is_processed(limit, previous, current, second):
@@ -150,10 +157,27 @@ def test_the_time_a_refusal_names_is_the_first_second_an_attempt_is_processed(li
     cache.set(rate_limit._key(email, window - 1), previous, timeout=None)
     cache.set(rate_limit._key(email, window), current, timeout=None)
     with override_settings(AUTH_FAILURES_PER_HOUR=limit), time_machine.travel(now, tick=False) as traveller:
-        until = rate_limit.begin_attempt(email)
+        until = rate_limit.begin_attempt(email).retry_at
         if until is None:
             return
         traveller.move_to(until - timedelta(seconds=1))
-        assert rate_limit.begin_attempt(email) is not None
+        assert not processed(email)
         traveller.move_to(until)
-        assert rate_limit.begin_attempt(email) is None
+        assert processed(email)
+
+
+def test_a_success_that_ends_after_the_hour_turned_is_taken_back_from_the_hour_it_began_in(owner, clock):
+    clock.advance(3600 - 1)  # 12:59:59
+    right_password = rate_limit.begin_attempt(owner.email)
+    clock.advance(1)  # 13:00:00: a failure begins while the password check of the first attempt ends
+    wrong_password = rate_limit.begin_attempt(owner.email)
+    rate_limit.attempt_succeeded(right_password)
+    assert cache.get(right_password.counter) == 0
+    assert cache.get(wrong_password.counter) == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, True, "100"])
+def test_a_ceiling_that_is_not_a_whole_number_of_at_least_one_fails_the_system_check(limit):
+    with override_settings(AUTH_FAILURES_PER_HOUR=limit):
+        assert [message.id for message in checks.run_checks() if message.id.startswith("dashboard.E")] == ["dashboard.E001"]
+    assert not [message for message in checks.run_checks() if message.id == "dashboard.E001"]

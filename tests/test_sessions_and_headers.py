@@ -124,7 +124,8 @@ def production_settings(**extra) -> dict:
     env.pop("DJANGO_HTTPS", None)
     code = ("import json, django; from django.conf import settings; django.setup(); print(json.dumps({k: getattr("
             "settings, k) for k in ['SESSION_COOKIE_NAME', 'CSRF_COOKIE_NAME', 'SESSION_COOKIE_SECURE', "
-            "'CSRF_COOKIE_SECURE', 'SESSION_COOKIE_HTTPONLY', 'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS']}))")
+            "'CSRF_COOKIE_SECURE', 'SESSION_COOKIE_HTTPONLY', 'SECURE_SSL_REDIRECT', 'SECURE_HSTS_SECONDS', "
+            "'SECRET_KEY_FALLBACKS']}))")
     env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
     output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return json.loads(output.stdout)
@@ -137,6 +138,12 @@ def test_production_cookies_are_secure_host_only_and_http_only():
     assert values["SESSION_COOKIE_SECURE"] and values["CSRF_COOKIE_SECURE"] and values["SESSION_COOKIE_HTTPONLY"]
     assert values["SECURE_SSL_REDIRECT"]
     assert values["SECURE_HSTS_SECONDS"] >= 31536000
+
+
+def test_the_keys_a_rotated_secret_key_replaced_come_from_the_environment():
+    assert production_settings()["SECRET_KEY_FALLBACKS"] == []
+    rotated = production_settings(DJANGO_SECRET_KEY_FALLBACKS="older-key-one, older-key-two")
+    assert rotated["SECRET_KEY_FALLBACKS"] == ["older-key-one", "older-key-two"]
 
 
 def test_production_refuses_to_start_without_a_secret_key():

@@ -59,7 +59,7 @@
   }
 
   // Read-only values (the secret key) are selected whole on focus, ready to copy by hand.
-  document.querySelectorAll("input[readonly]").forEach(function (input) {
+  document.querySelectorAll("input[readonly], textarea[readonly]").forEach(function (input) {
     var justFocused = false;
     input.addEventListener("focus", function () { input.select(); justFocused = true; });
     // The click that gave the focus would otherwise drop the selection; later clicks select as usual.

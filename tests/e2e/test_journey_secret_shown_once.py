@@ -47,6 +47,9 @@ def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
         page.set_viewport_size({"width": width, "height": original["height"]})
         assert secret_box.evaluate(WHOLE_TEXT_SHOWN), f"part of the secret is hidden at {width} px"
     page.set_viewport_size(original)
+    secret_box.click()  # selected whole, ready to copy by hand
+    assert page.evaluate("document.activeElement.value.substring("
+                         "document.activeElement.selectionStart, document.activeElement.selectionEnd)") == secret
 
     page.get_by_role("button", name="Copy").click()
     assert page.evaluate("navigator.clipboard.readText()") == secret
