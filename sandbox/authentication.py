@@ -43,7 +43,15 @@ class SignedRequest:
 
 
 def read_body(request) -> bytes:
-    """The body, refused before it is read when it announces more than 1 MiB."""
+    """The body, refused before it is read when it announces more than 1 MiB, or once it is past 1 MiB when it
+    comes in chunks."""
+    if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        # No Content-Length, so Django's stream would give nothing: read the server's, which gunicorn ends with
+        # the last chunk, up to one byte past the limit.
+        body = request.META["wsgi.input"].read(MAX_BODY_BYTES + 1)
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge()
+        return body
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:

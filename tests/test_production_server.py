@@ -48,7 +48,8 @@ class ProxyClient:
         self.port = port
         self.cookies: dict[str, str] = {}
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    def request(self, method: str, path: str, body=b"", headers: dict | None = None):
+        """``body``: bytes, or an iterable of them to send in chunks."""
         connection_ = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         headers = {"Host": "127.0.0.1", "X-Forwarded-Proto": "https", **(headers or {})}
         if self.cookies:
@@ -177,6 +178,10 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
         assert response.status == 200, content
         assert json.loads(content)["data"]
 
+    # The same body in chunks (no Content-Length): gunicorn joins them, and the signature is checked against it.
+    response, content = client.request("POST", "/api/v2/accounts/list", iter([body[:4], body[4:]]), headers)
+    assert response.status == 200, content
+
     # The workers' database connections die between requests (a restart, an idle timeout): nothing fails.
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -208,7 +213,7 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
     assert not ApiRequest.objects.filter(merchant=merchant).exists()
     stop_gunicorn()
     logged = list(ApiRequest.objects.filter(merchant=merchant).values_list("status", "error_code"))
-    assert sorted(logged) == [(200, "")] * 12 + [(403, "bad_header_key")] * 4
+    assert sorted(logged) == [(200, "")] * 13 + [(403, "bad_header_key")] * 4
     # gunicorn's own lines format too (its format prints the process id), down to each worker's goodbye.
     server_log = (tmp_path / "gunicorn.log").read_text()
     assert "Logging error" not in server_log

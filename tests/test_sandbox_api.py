@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import ipaddress
 import json
 import re
@@ -245,6 +246,23 @@ def test_body_of_exactly_one_mebibyte_is_accepted(client, clock, key_pair):
     body = b'"' + b"a" * (MiB - 2) + b'"'
     assert len(body) == MiB
     assert_accepted(api(client, pair=key_pair, body=body))
+
+
+def chunked(client, pair: KeyPair, body: bytes):
+    """A signed request whose body comes in chunks: no Content-Length, the server's stream gives the body."""
+    return client.generic("POST", "/api/v2/accounts/list", b"", CONTENT_TYPE="application/json",
+                          HTTP_TRANSFER_ENCODING="chunked", HTTP_X_PROCESSING_KEY=pair.public_key,
+                          HTTP_X_PROCESSING_SIGNATURE=crypto.sign(pair.secret, body), **{"wsgi.input": io.BytesIO(body)})
+
+
+def test_a_body_sent_in_chunks_is_the_body_checked(client, clock, key_pair):
+    assert_accepted(chunked(client, key_pair, b'{"in": "chunks"}'))
+    assert key_pair.fresh().last_used_at == timezone.now()
+
+
+def test_a_body_sent_in_chunks_past_one_mebibyte_is_too_large(client, clock, key_pair):
+    assert_error(chunked(client, key_pair, b'"' + b"a" * (MiB - 1) + b'"'), "body_too_large")
+    assert key_pair.fresh().last_used_at is None
 
 
 def test_signed_endpoints_take_only_post(client, clock, key_pair):
