@@ -25,3 +25,5 @@ urlpatterns = [
     path("m/<slug:merchant_slug>/", include("sandbox.page_urls")),
     path("", include((dashboard_patterns, "dashboard"))),
 ]
+
+handler400 = views.bad_request

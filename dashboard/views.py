@@ -323,3 +323,10 @@ class TimeZoneView(AccountActionMixin, View):
             messages.success(request, f"Dates are now shown in {request.user.time_zone.replace('_', ' ')}.")
             return redirect("dashboard:account-security")
         return _account_security_page(request, time_zone_form=form)
+
+
+def bad_request(request, exception):
+    """Django's 400 view without its CSRF decorator, which reads request.POST: for a body Django refused to parse
+    (a form in another charset than UTF-8) that raised again, and the 500 view's did too, ending in gunicorn's bare
+    500 page."""
+    return render(request, "400.html", status=400)

@@ -33,3 +33,10 @@ class SignatureCheckForm(forms.Form):
         error_messages={"required": "Paste the signature your code computed.",
                         "max_length": "That is far longer than an HMAC-SHA512 signature (128 hex characters)."},
     )
+
+    def clean_body(self) -> str:
+        body = self.cleaned_data["body"]
+        # max_length counts characters; the API's limit is on the UTF-8 bytes.
+        if len(body.encode()) > MAX_BODY_BYTES:
+            raise forms.ValidationError(self.fields["body"].error_messages["max_length"], code="max_length")
+        return body

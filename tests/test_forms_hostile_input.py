@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
@@ -53,6 +54,26 @@ def test_every_form_refuses_a_post_without_the_csrf_token(owner, merchant, key, 
 
     assert response.status_code == 403
     assert "This form has expired" in response.content.decode()
+    assert list(ApiKey.objects.values()) == before
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16"])
+@pytest.mark.parametrize("name, scope, data", FORMS, ids=[f[0] for f in FORMS])
+def test_every_form_answers_a_body_in_another_charset_than_utf8_with_the_400_page(owner, merchant, key, name, scope,
+                                                                                  data, charset):
+    browser = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    helpers.sign_in_verified(browser, owner)
+    url = reverse(name, args=_args(scope, merchant, key))
+    token = "a" * 32  # a valid CSRF secret, in the cookie and the form alike
+    browser.cookies[django_settings.CSRF_COOKIE_NAME] = token
+    before = list(ApiKey.objects.values())
+
+    response = browser.post(url, f"csrfmiddlewaretoken={token}&name=x",
+                            content_type=f"application/x-www-form-urlencoded; charset={charset}")
+
+    assert response.status_code == 400
+    assert "We could not read that request" in response.content.decode()
+    assert "Content-Security-Policy" in response
     assert list(ApiKey.objects.values()) == before
 
 
@@ -207,7 +228,7 @@ def _pending_sign_in(user) -> Client:
     """A browser that enforces CSRF, past the password step (with its token), before the 2FA step."""
     browser = Client(enforce_csrf_checks=True)
     browser.get(reverse("dashboard:sign-in"))
-    token = browser.cookies["csrftoken"].value
+    token = browser.cookies[django_settings.CSRF_COOKIE_NAME].value
     response = browser.post(reverse("dashboard:sign-in"),
                             {"email": user.email, "password": helpers.PASSWORD, "csrfmiddlewaretoken": token})
     assert response.status_code == 302

@@ -248,6 +248,20 @@ def test_page_refuses_unusable_input(client, merchant, checker, data, message):
     assert message in response.content.decode()
 
 
+def test_a_body_over_one_mebibyte_in_utf8_is_refused_though_it_has_fewer_characters(client, merchant, checker):
+    active, _ = checker
+    body = '"' + "é" * (2**19) + '"'  # 524,290 characters, 1,048,578 bytes
+    response = client.post(checker_url(merchant), {"body": body, "signature": crypto.sign(active.secret, body.encode())})
+
+    assert response.context["diagnosis"] is None
+    assert "The sandbox refuses bodies larger than 1 MiB." in response.content.decode()
+
+
+def test_the_form_is_sent_as_multipart_so_a_large_body_is_not_percent_encoded_past_djangos_limit(client, merchant,
+                                                                                                  checker):
+    assert 'enctype="multipart/form-data"' in client.get(checker_url(merchant)).content.decode()
+
+
 def test_members_who_are_not_owners_are_refused(client, clock, owner, merchant):
     pair = activate_new_key(clock, owner, merchant)
     for role in (Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.RESTRICTED):
