@@ -83,9 +83,10 @@ class RefusalReason(enum.Enum):
 class CodeRefused(Exception):
     """A 2FA code was not accepted. ``message`` says why, in words for the user."""
 
-    def __init__(self, reason: RefusalReason, retry_at: datetime | None = None):
+    def __init__(self, reason: RefusalReason, retry_at: datetime | None = None, kind: CodeKind | None = None):
         self.reason = reason
         self.retry_at = retry_at
+        self.kind = kind
         super().__init__(self.message)
 
     @property
@@ -98,6 +99,9 @@ class CodeRefused(Exception):
             return "Your account has no authenticator set up for this kind of code."
         if self.reason is RefusalReason.MALFORMED:
             return MALFORMED_CODE_MESSAGE
+        if self.kind is CodeKind.BACKUP:
+            # A used backup code is deleted, so it cannot be told apart from one that never existed.
+            return "That backup code is not right or has already been used: each one works once."
         return "That code is not right. Check your authenticator app and try again."
 
 
@@ -132,7 +136,7 @@ def _try_code(device: Device | None, code: ParsedCode) -> CodeRefused | None:
     if device.verify_token(token):
         return None
     reused = code.kind is CodeKind.TOTP and _was_already_used(device, code.value)
-    return CodeRefused(RefusalReason.REUSED if reused else RefusalReason.WRONG)
+    return CodeRefused(RefusalReason.REUSED if reused else RefusalReason.WRONG, kind=code.kind)
 
 
 def _locked_device(user, kind: CodeKind) -> Device | None:

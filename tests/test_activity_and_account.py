@@ -18,6 +18,7 @@ from . import helpers
 BACKUP_CODE_SHAPE = re.compile(r"<code>(\d{5}-\d{5})</code>")
 REUSED_MESSAGE = "That code has already been used. Wait for your app to show a new code."
 WRONG_MESSAGE = "That code is not right. Check your authenticator app and try again."
+WRONG_BACKUP_CODE_MESSAGE = "That backup code is not right or has already been used: each one works once."
 
 
 def activity(merchant):
@@ -268,7 +269,7 @@ def test_regenerating_backup_codes_with_a_fresh_code_replaces_the_old_ones(owner
     later = Client()
     later.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD})
     refused = later.post(reverse("dashboard:sign-in-code"), {"code": "12345-67890"})
-    assert refused.context["form"].errors["code"] == [WRONG_MESSAGE]
+    assert refused.context["form"].errors["code"] == [WRONG_BACKUP_CODE_MESSAGE]
     clock.advance(1)
     later.post(reverse("dashboard:sign-in-code"), {"code": shown[0]})
     assert later.get(reverse("dashboard:account-security")).status_code == 200

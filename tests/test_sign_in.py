@@ -380,7 +380,7 @@ def test_a_backup_code_signs_in_once(owner, clock):
     password_step(second, owner.email)
     response = code_step(second, "1234567890")
 
-    assert form_errors(response) == [WRONG_MESSAGE]
+    assert form_errors(response) == ["That backup code is not right or has already been used: each one works once."]
     assert not is_authenticated(second)
     assert list(owner.staticdevice_set.get().token_set.values_list("token", flat=True)) == [backup_code_digest("2345678901")]
     clock.advance(1)  # the refused backup code throttles the backup-code device for a second

@@ -247,7 +247,9 @@ def test_a_backup_code_is_accepted_once(owner, clock):
 
     verify(owner, "12345-67890")
 
-    assert refusal_of(owner, "1234567890").reason is RefusalReason.WRONG
+    refusal = refusal_of(owner, "1234567890")
+    assert refusal.reason is RefusalReason.WRONG
+    assert refusal.message == "That backup code is not right or has already been used: each one works once."
     assert remaining_backup_codes(owner) == 1
     assert AuditEvent.objects.filter(action=AuditAction.OTP_VERIFIED, details__kind="backup").count() == 1
 
