@@ -1,11 +1,15 @@
 """Staff's view of users, merchants and memberships, authenticators and the audit trail."""
+from django import forms
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.db.models import Count, Q
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from .admin_site import StaffModelAdminMixin
 from .audit import RequestContext, record
 from .models import AuditAction, AuditEvent, Membership, Merchant, Role, User
 
@@ -18,20 +22,31 @@ class ReadOnlyAdminMixin:
         return False
 
 
-class UserCreationForm(AdminUserCreationForm):
+class EmailInAnyCaseMixin:
+    """The email as sign-in matches it: stored lower-case, and taken if another user has it in any case (the
+    database's constraint says so too, but only as an error at the top of the form, in its own words)."""
+
+    def clean_email(self):
+        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
+        if User.objects.filter(email__iexact=email).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError("Another user already has this email address.", code="unique")
+        return email
+
+
+class UserCreationForm(EmailInAnyCaseMixin, AdminUserCreationForm):
     class Meta:
         model = User
         fields = ("email",)
 
 
-class UserEditForm(UserChangeForm):
+class UserEditForm(EmailInAnyCaseMixin, UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(StaffModelAdminMixin, DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreationForm
     ordering = ["email"]
@@ -57,7 +72,15 @@ class UserAdmin(DjangoUserAdmin):
         return obj.confirmed_devices > 0
 
 
-class MembershipInline(admin.TabularInline):
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(StaffModelAdminMixin, DjangoGroupAdmin):
+    pass
+
+
+class MembershipInline(StaffModelAdminMixin, admin.TabularInline):
     model = Membership
     extra = 1
     autocomplete_fields = ["user"]
@@ -87,7 +110,7 @@ def _audit_membership_changes(request, merchant: Merchant, formset) -> None:
 
 
 @admin.register(Merchant)
-class MerchantAdmin(admin.ModelAdmin):
+class MerchantAdmin(StaffModelAdminMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "owner_count", "member_count", "created_at"]
     search_fields = ["name", "slug", "memberships__user__email"]
     prepopulated_fields = {"slug": ["name"]}
@@ -125,7 +148,7 @@ def _audit_device_reset(request, device) -> None:
     )
 
 
-class DeviceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class DeviceAdmin(StaffModelAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Staff see who has which second factor and may delete one (a 2FA reset); never its key or codes."""
 
     list_select_related = ["user"]
@@ -168,7 +191,7 @@ class BackupCodesAdmin(DeviceAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(StaffModelAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "action", "outcome", "actor_email", "merchant", "target", "ip_address"]
     list_filter = ["action", "outcome", "merchant", "created_at"]
     search_fields = ["actor_email", "target", "ip_address"]

@@ -2,7 +2,12 @@
 from functools import wraps
 from urllib.parse import urlencode
 
-from django.core.exceptions import PermissionDenied
+from django import forms
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.widgets import AutocompleteSelect
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connections, router
 from django.shortcuts import redirect
 from django.urls import reverse
 from django_otp.admin import OTPAdminSite
@@ -39,3 +44,70 @@ class StaffAdminSite(OTPAdminSite):
             return guarded(request, *args, **kwargs)
 
         return without_nul
+
+
+class DatesInRangeChangeList(ChangeList):
+    """Django's change list, with a date no datetime can hold in the query string (``?created_at__year=10000``,
+    or the last day of year 9999 in the date hierarchy) treated as any other bad filter: a redirect with ``?e=1``.
+
+    Django checks the filter parameters, but a year lookup is turned into datetimes only when the query is built
+    or counted, and the date hierarchy computes the day after its last one unchecked: both were a 500.
+    """
+
+    def get_queryset(self, request, exclude_parameters=None):
+        try:
+            return super().get_queryset(request, exclude_parameters)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+    def get_results(self, request):
+        try:
+            super().get_results(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+def could_be_a_key(model, to_field_name: str | None, value) -> bool:
+    """Whether ``value`` fits the column a choice of ``model`` is looked up by: a number too large for it, looked
+    up, is an error from the database driver (a 500), not an empty answer."""
+    field = model._meta.get_field(to_field_name) if to_field_name else model._meta.pk
+    try:
+        python_value = field.to_python(value)
+    except ValidationError:
+        return False
+    if isinstance(python_value, int):
+        low, high = connections[router.db_for_read(model)].ops.integer_field_range(field.get_internal_type())
+        return (low is None or python_value >= low) and (high is None or python_value <= high)
+    return True
+
+
+class ExistingRowChoiceField(forms.ModelChoiceField):
+    """A choice of a row that refuses a value no row can have ("abc", 10**20 for a number) as an invalid choice."""
+
+    def to_python(self, value):
+        if value not in self.empty_values and not could_be_a_key(self.queryset.model, self.to_field_name, value):
+            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
+        return super().to_python(value)
+
+
+class ExistingRowAutocomplete(AutocompleteSelect):
+    """Django's autocomplete, which shows the chosen row again when a form comes back with errors, by a query
+    with whatever value was posted: one no row can have is left out instead."""
+
+    def optgroups(self, name, value, attr=None):
+        model, to_field_name = self.field.remote_field.model, getattr(self.field.remote_field, "field_name", None)
+        return super().optgroups(name, [v for v in value if could_be_a_key(model, to_field_name, v)], attr)
+
+
+class StaffModelAdminMixin:
+    """What every model admin (and inline) of this site shares: bad input in the query string or a form is
+    answered as such, never with a 500."""
+
+    def get_changelist(self, request, **kwargs):
+        return DatesInRangeChangeList
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name in self.get_autocomplete_fields(request):
+            kwargs.setdefault("widget", ExistingRowAutocomplete(db_field, self.admin_site, using=kwargs.get("using")))
+        kwargs.setdefault("form_class", ExistingRowChoiceField)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)

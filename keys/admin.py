@@ -1,11 +1,13 @@
 """Staff see every key, its status and allowlist; never its secret, and they change nothing here."""
 from django.contrib import admin
 
+from dashboard.admin_site import StaffModelAdminMixin
+
 from .models import ApiKey
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(StaffModelAdminMixin, admin.ModelAdmin):
     list_display = ["public_key", "name", "merchant", "status", "secret_fingerprint", "created_at", "last_used_at"]
     list_filter = ["status", "merchant"]
     search_fields = ["public_key", "name", "merchant__name", "merchant__slug"]

@@ -1,18 +1,20 @@
 """Staff edit the currencies and each merchant's sandbox balances; the request log is read-only."""
 from django.contrib import admin
 
+from dashboard.admin_site import StaffModelAdminMixin
+
 from .models import ApiRequest, Balance, Currency
 
 
 @admin.register(Currency)
-class CurrencyAdmin(admin.ModelAdmin):
+class CurrencyAdmin(StaffModelAdminMixin, admin.ModelAdmin):
     list_display = ["id", "code", "type", "minimum_amount", "deposit_fee_percent", "withdrawal_fee_percent", "precision"]
     list_filter = ["type"]
     search_fields = ["code"]
 
 
 @admin.register(Balance)
-class BalanceAdmin(admin.ModelAdmin):
+class BalanceAdmin(StaffModelAdminMixin, admin.ModelAdmin):
     list_display = ["merchant", "currency", "amount"]
     list_filter = ["currency", "merchant"]
     search_fields = ["merchant__name", "merchant__slug", "currency__code"]
@@ -21,7 +23,7 @@ class BalanceAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiRequest)
-class ApiRequestAdmin(admin.ModelAdmin):
+class ApiRequestAdmin(StaffModelAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "merchant", "api_key", "ip_address", "method", "path", "status", "error_code"]
     list_filter = ["status", "error_code", "merchant"]
     search_fields = ["api_key__public_key", "ip_address", "path"]

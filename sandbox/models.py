@@ -4,7 +4,9 @@ from __future__ import annotations
 import functools
 from decimal import Decimal
 
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import connections, models
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from dashboard.db_rows import RowReader
@@ -19,20 +21,45 @@ class CurrencyType(models.TextChoices):
     FIAT = "fiat", "Fiat"
 
 
+# Amounts are kept with 18 decimal places: a currency cannot be more precise.
+MAX_PRECISION = 18
+PERCENT = [MinValueValidator(Decimal(0), "A fee cannot be negative."),
+           MaxValueValidator(Decimal(100), "A fee is a percentage: at most 100.")]
+
+
 class Currency(models.Model):
     """A currency of the platform, as /currencies/list returns it. The id is the platform's own."""
 
-    id = models.PositiveIntegerField(primary_key=True)
-    code = models.CharField("currency", max_length=20, unique=True)
+    id = models.PositiveIntegerField(primary_key=True, validators=[MinValueValidator(1, "The platform's ids start at 1.")])
+    code = models.CharField(
+        "currency", max_length=20, unique=True,
+        validators=[RegexValidator(r"^[A-Z0-9_]+\Z", "Capital letters, digits and _ only, as the platform writes it: BTC, USDT.")],
+    )
     type = models.CharField(max_length=10, choices=CurrencyType.choices, default=CurrencyType.CRYPTO)
-    minimum_amount = models.DecimalField(max_digits=30, decimal_places=18)
-    deposit_fee_percent = models.DecimalField(max_digits=10, decimal_places=6, default=Decimal("0"))
-    withdrawal_fee_percent = models.DecimalField(max_digits=10, decimal_places=6, default=Decimal("0"))
-    precision = models.PositiveSmallIntegerField()
+    minimum_amount = models.DecimalField(
+        max_digits=30, decimal_places=18, validators=[MinValueValidator(Decimal(0), "A minimum cannot be negative.")],
+    )
+    deposit_fee_percent = models.DecimalField(max_digits=10, decimal_places=6, default=Decimal("0"), validators=PERCENT)
+    withdrawal_fee_percent = models.DecimalField(max_digits=10, decimal_places=6, default=Decimal("0"),
+                                                 validators=PERCENT)
+    precision = models.PositiveSmallIntegerField(
+        validators=[MaxValueValidator(MAX_PRECISION, f"At most {MAX_PRECISION} decimal places: amounts keep no more.")],
+    )
 
     class Meta:
         ordering = ["id"]
         verbose_name_plural = "currencies"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id__gte=1), name="currency_id_from_1"),
+            models.CheckConstraint(condition=models.Q(code=Upper("code")), name="currency_code_upper_case"),
+            models.CheckConstraint(condition=models.Q(minimum_amount__gte=0), name="currency_minimum_not_negative"),
+            models.CheckConstraint(
+                condition=models.Q(deposit_fee_percent__gte=0, deposit_fee_percent__lte=100,
+                                   withdrawal_fee_percent__gte=0, withdrawal_fee_percent__lte=100),
+                name="currency_fees_are_percentages",
+            ),
+            models.CheckConstraint(condition=models.Q(precision__lte=MAX_PRECISION), name="currency_precision_kept"),
+        ]
 
     def __str__(self) -> str:
         return self.code
@@ -41,7 +68,8 @@ class Currency(models.Model):
 class Balance(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="balances")
     currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
-    amount = models.DecimalField(max_digits=30, decimal_places=18, default=Decimal("0"))
+    amount = models.DecimalField(max_digits=30, decimal_places=18, default=Decimal("0"),
+                                 validators=[MinValueValidator(Decimal(0), "A balance cannot be negative.")])
 
     class Meta:
         ordering = ["merchant", "currency_id"]

@@ -1,13 +1,19 @@
 """The admin panel: behind the dashboard's two-factor sign-in, staff only; 2FA resets and membership changes audited."""
+from decimal import Decimal
+
 import pytest
+from django.contrib.admin import site as admin_site
 from django.contrib.auth import SESSION_KEY
+from django.db import IntegrityError, models, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
+from dashboard.admin_site import StaffModelAdminMixin
+from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Role, User
+from sandbox.models import Balance, Currency
 
 from . import helpers
 
@@ -278,6 +284,21 @@ def save_merchant(client, merchant, rows):
     return response
 
 
+@pytest.mark.parametrize("user_id", ["abc", "1.5", "99999999999999999999", ""])
+def test_a_member_row_naming_no_user_is_a_form_error_and_changes_nothing(staff_client, owner, merchant, user_id):
+    data = merchant_form(merchant, [(Membership.objects.get(user=owner), owner, Role.OWNER, False),
+                                    (None, owner, Role.VIEW, False)])
+    data["memberships-1-user"] = user_id
+    before = list(Membership.objects.values())
+
+    response = staff_client.post(reverse("admin:dashboard_merchant_change", args=[merchant.pk]), data)
+
+    assert response.status_code == 200
+    assert response.context["errors"]
+    assert list(Membership.objects.values()) == before
+    assert not AuditEvent.objects.filter(action__startswith="membership_").exists()
+
+
 def membership_events():
     return list(
         AuditEvent.objects.filter(action__startswith="membership_").order_by("id")
@@ -386,3 +407,107 @@ def test_audit_events_cannot_be_added_changed_or_deleted_in_the_admin(staff_clie
     fresh = AuditEvent.objects.get(pk=event.pk)
     assert (fresh.action, fresh.actor_email) == (AuditAction.SIGN_IN, owner.email)
     assert AuditEvent.objects.filter(action=AuditAction.SIGN_IN).count() == 1
+
+
+# Bad filters in the query string
+
+def _date_fields(model) -> list[str]:
+    return [field.name for field in model._meta.get_fields()
+            if isinstance(field, (models.DateField, models.DateTimeField)) and not field.auto_created]
+
+
+REGISTERED = sorted(admin_site._registry.items(), key=lambda item: item[0]._meta.label)
+
+
+@pytest.mark.parametrize("model, model_admin", REGISTERED, ids=[model._meta.label for model, _ in REGISTERED])
+def test_a_date_no_datetime_can_hold_is_a_bad_filter_on_every_change_list_not_a_500(staff_client, model, model_admin):
+    assert isinstance(model_admin, StaffModelAdminMixin)
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    for field in _date_fields(model):
+        for year in ("10000", "0", "-1"):
+            response = staff_client.get(f"{url}?{field}__year={year}")
+            assert (response.status_code, response.get("Location")) == (302, f"{url}?e=1"), (field, year)
+        # The last day there is: a valid filter, though the date hierarchy's "day after" is not a date.
+        response = staff_client.get(f"{url}?{field}__year=9999&{field}__month=12&{field}__day=31")
+        if field == model_admin.date_hierarchy:
+            assert (response.status_code, response.get("Location")) == (302, f"{url}?e=1"), field
+        else:
+            assert response.status_code == 200, field
+
+
+# Staff's edits of currencies, balances and users: refused next to the field, nothing saved
+
+CURRENCY = {"id": "9", "code": "DOGE", "type": "crypto", "minimum_amount": "1", "deposit_fee_percent": "0.5",
+            "withdrawal_fee_percent": "0", "precision": "8"}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("id", "0", "The platform's ids start at 1."),
+    ("code", "doge", "Capital letters, digits and _ only"),
+    ("code", "BTC", "Currency with this Currency already exists."),
+    ("minimum_amount", "-5", "A minimum cannot be negative."),
+    ("deposit_fee_percent", "-1", "A fee cannot be negative."),
+    ("withdrawal_fee_percent", "100.5", "A fee is a percentage: at most 100."),
+    ("precision", "40000", "At most 18 decimal places"),
+])
+def test_a_currency_staff_cannot_mean_is_refused_next_to_its_field(staff_client, field, value, message):
+    before = list(Currency.objects.values())
+
+    response = staff_client.post(reverse("admin:sandbox_currency_add"), {**CURRENCY, field: value})
+
+    assert response.status_code == 200
+    assert any(message in error for error in response.context["adminform"].form.errors[field]), \
+        response.context["adminform"].form.errors
+    assert not response.context["adminform"].form.non_field_errors()
+    assert list(Currency.objects.values()) == before
+
+
+def test_a_currency_staff_can_mean_is_saved(staff_client):
+    response = staff_client.post(reverse("admin:sandbox_currency_add"), CURRENCY)
+
+    assert response.status_code == 302
+    assert Currency.objects.get(pk=9).code == "DOGE"
+
+
+@pytest.mark.parametrize("values", [
+    {"id": 0}, {"code": "doge"}, {"minimum_amount": Decimal("-1")}, {"deposit_fee_percent": Decimal("-1")},
+    {"withdrawal_fee_percent": Decimal("101")}, {"precision": 19},
+])
+def test_the_database_holds_the_currency_rules_too(db, values):
+    fields = {"id": 9, "code": "DOGE", "type": "crypto", "minimum_amount": Decimal(1), "precision": 8, **values}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Currency.objects.create(**fields)
+
+
+def test_a_negative_balance_is_refused_next_to_the_amount(staff_client, merchant):
+    response = staff_client.post(reverse("admin:sandbox_balance_add"),
+                                 {"merchant": merchant.pk, "currency": 1, "amount": "-1"})
+
+    form = response.context["adminform"].form
+    assert form.errors["amount"] == ["A balance cannot be negative."]
+    assert not form.non_field_errors()
+    assert not Balance.objects.exists()
+
+
+@pytest.mark.parametrize("email", ["OWNER@acme.test", "Owner@Acme.Test"])
+def test_an_email_another_user_has_in_any_case_is_refused_next_to_the_field(staff_client, owner, email):
+    add = staff_client.post(reverse("admin:dashboard_user_add"),
+                            {"email": email, "usable_password": "false", "password1": "", "password2": ""})
+    viewer = helpers.create_user("viewer@acme.test")
+    change = staff_client.post(reverse("admin:dashboard_user_change", args=[viewer.pk]),
+                               {"email": email, "time_zone": "UTC", "is_active": "on", "date_joined_0": "2026-11-27",
+                                "date_joined_1": "12:00:00"})
+
+    for response in (add, change):
+        form = response.context["adminform"].form
+        assert form.errors["email"] == ["Another user already has this email address."]
+        assert not form.non_field_errors()
+    assert User.objects.filter(email__iexact="owner@acme.test").count() == 1
+    assert User.objects.get(pk=viewer.pk).email == "viewer@acme.test"
+
+
+def test_an_email_added_in_the_admin_is_stored_as_sign_in_matches_it(staff_client):
+    staff_client.post(reverse("admin:dashboard_user_add"),
+                      {"email": "New.Person@Acme.Test", "usable_password": "false", "password1": "", "password2": ""})
+
+    assert User.objects.filter(email="new.person@acme.test").exists()
