@@ -31,6 +31,10 @@ class KeyNameField(forms.CharField):
                 "Use letters, digits, spaces and punctuation only; control and formatting characters are not allowed.",
                 code="invalid_name",
             )
+        # U+FFFD is what Django decodes bytes that are not UTF-8 to: the name sent is not the one that would be saved.
+        if "\ufffd" in value:
+            raise ValidationError("The name arrived with bytes that are not UTF-8 text; type it again.",
+                                  code="invalid_name")
         return value
 
 

@@ -168,6 +168,17 @@ def test_any_key_name_is_saved_escaped_or_refused_never_a_500(owner_client, merc
         assert "name" in response.context["form"].errors
 
 
+@pytest.mark.parametrize("raw", [b"%ff%fe", b"Checkout%ED%A0%80", b"%C0%80"])
+def test_a_key_name_whose_bytes_are_not_utf8_is_refused_not_saved_as_replacement_characters(owner_client, merchant,
+                                                                                            key, raw):
+    response = owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), b"name=" + raw,
+                                 content_type="application/x-www-form-urlencoded")
+
+    assert response.context["form"].errors["name"] == ["The name arrived with bytes that are not UTF-8 text; type it again."]
+    key.refresh_from_db()
+    assert key.name == ""
+
+
 @pytest.mark.parametrize("name", ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"])
 def test_html_in_a_key_name_is_escaped_in_the_dashboard_and_the_admin(owner_client, merchant, key, name):
     assert owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), {"name": name}).status_code == 302
