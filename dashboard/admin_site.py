@@ -1,4 +1,4 @@
-"""The admin panel site: staff only, and only after both factors."""
+"""The admin panel site: staff only, and only after both factors; and what its model admins share."""
 from functools import wraps
 from urllib.parse import urlencode
 
