@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -34,9 +35,17 @@ class VerifiedUserRequiredMixin:
     def dispatch(self, request, *args, **kwargs):
         user = request.user
         if not (user.is_authenticated and user.is_verified()):
-            return redirect_to_login(request.get_full_path())
+            if request.method not in ("GET", "HEAD"):
+                # A session that ended while its form was open: say why nothing happened.
+                messages.warning(request, "Your session had ended, so that was not done. Sign in, then send the "
+                                          "form again.")
+            return redirect_to_login(self.page_to_return_to())
         self.authorize(request, **kwargs)
         return super().dispatch(request, *args, **kwargs)
+
+    def page_to_return_to(self) -> str:
+        """Where signing in leads back to: this page."""
+        return self.request.get_full_path()
 
     def authorize(self, request, **kwargs) -> None:
         """Raise Http404 or PermissionDenied when the verified user may not open this page."""
@@ -92,13 +101,17 @@ class ActionMixin:
     """A view whose URL changes something: it answers POST, and any other method gets the 405 page.
 
     Its form lives on a page of its own (``form_url``), so an address typed, bookmarked or prefetched never
-    lands on an action.
+    lands on an action. Listed before the access mixin in a view's bases, so ``page_to_return_to`` is its own.
     """
 
     http_method_names = ["post"]
 
     def form_url(self) -> str:
         raise NotImplementedError
+
+    def page_to_return_to(self) -> str:
+        # An action answers POST only: signing in again leads back to its form, not to a 405.
+        return self.request.get_full_path() if self.request.method in ("GET", "HEAD") else self.form_url()
 
     def http_method_not_allowed(self, request, *args, **kwargs):
         response = render(request, "405.html", {"form_url": self.form_url()}, status=405)

@@ -42,7 +42,8 @@ def navigation(request):
         slug = current.merchant.slug
         for label, name, roles, active_names in TABS:
             if current.role in roles:
-                active = url_name in active_names and match.namespace == name.split(":")[0]
+                # A form's own page ("activate-form") belongs to the tab of its action.
+                active = url_name.removesuffix("-form") in active_names and match.namespace == name.split(":")[0]
                 tabs.append(Tab(label, reverse(name, kwargs={"merchant_slug": slug}), active))
     tabs.append(Tab("Account security", reverse("dashboard:account-security"), url_name == "account-security"))
     return {

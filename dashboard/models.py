@@ -92,7 +92,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 class Merchant(models.Model):
     name = models.CharField(max_length=120)
-    slug = models.SlugField(max_length=60, unique=True, help_text="Appears in dashboard URLs: /m/<slug>/.")
+    slug = models.SlugField(max_length=60, unique=True, help_text="Appears in dashboard URLs: /m/acme-payments/ for the slug acme-payments.")
     support_email = models.EmailField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

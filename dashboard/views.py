@@ -279,7 +279,7 @@ def _account_security_page(request, **forms):
     return page.render_to_response(page.get_context_data(**forms))
 
 
-class AccountActionMixin(VerifiedUserRequiredMixin, ActionMixin):
+class AccountActionMixin(ActionMixin, VerifiedUserRequiredMixin):
     """An action whose form is on the account security page."""
 
     def form_url(self) -> str:

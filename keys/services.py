@@ -27,6 +27,11 @@ from .secret_store import seal_secret
 logger = logging.getLogger("keys.services")
 
 ANOTHER_KEY_ACTIVE_MESSAGE = "Another API key is already active. Deactivate it first."
+# Most often a form sent twice: the first answer, the only one with the secret key, was replaced by this one.
+ALREADY_ACTIVE_MESSAGE = (
+    "This API key is already active. Its secret key is shown only once, when it is first activated: if you do not "
+    "have it, deactivate this key and generate a new pair."
+)
 
 
 class KeyActionRefused(Exception):
@@ -113,6 +118,8 @@ def _locked_key(merchant: Merchant, key_id: int) -> ApiKey | None:
 def wrong_status_refusal(key: ApiKey, action: KeyAction) -> KeyActionRefused:
     if key.status == KeyStatus.ARCHIVED:
         message = "This API key is archived; archived keys cannot be changed."
+    elif action is KeyAction.ACTIVATE and key.status == KeyStatus.ACTIVE:
+        message = ALREADY_ACTIVE_MESSAGE
     else:
         message = f"You cannot {action.label} an API key that is {key.get_status_display().lower()}."
     return KeyActionRefused(message, code="wrong_status")

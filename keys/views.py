@@ -97,13 +97,13 @@ def _show_refusal(form, refusal: Exception) -> None:
 
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class GenerateKeyView(OwnerRequiredMixin, ActionMixin, View):
+class GenerateKeyView(ActionMixin, OwnerRequiredMixin, View):
     """Served twice (see ``keys.urls``): the form page answers GET, the action answers POST."""
 
     template_name = "keys/generate.html"
 
     def form_url(self) -> str:
-        return reverse("keys:generate-form", kwargs={"merchant_slug": self.merchant.slug})
+        return reverse("keys:generate-form", kwargs={"merchant_slug": self.kwargs["merchant_slug"]})
 
     def _render(self, form):
         return render(self.request, self.template_name, {
@@ -131,7 +131,7 @@ class GenerateKeyView(OwnerRequiredMixin, ActionMixin, View):
 
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class KeyActionView(OwnerRequiredMixin, ActionMixin, View):
+class KeyActionView(ActionMixin, OwnerRequiredMixin, View):
     """One action on one key, and the page with its form, which works without JavaScript.
 
     Served twice (see ``keys.urls``): at ``url_name`` the action answers POST only; at ``url_name``-form
@@ -153,7 +153,8 @@ class KeyActionView(OwnerRequiredMixin, ActionMixin, View):
         return reverse(name, kwargs={"merchant_slug": self.merchant.slug, "key_id": self.key.pk})
 
     def form_url(self) -> str:
-        return self._url(f"{self.url_name}-form")
+        # From the URL itself: also asked before the key is looked up (page_to_return_to).
+        return reverse(f"{self.url_name}-form", kwargs=self.kwargs)
 
     def initial_form(self):
         return self.form_class()
@@ -206,7 +207,11 @@ class ActivateKeyView(KeyActionView):
         return self.form_class(initial={"allowlist": self.key.allowed_networks})
 
     def extra_context(self) -> dict:
-        return {"client_address": RequestContext.from_request(self.request).ip_address}
+        return {
+            "client_address": RequestContext.from_request(self.request).ip_address,
+            # Named before a code is asked for: activating while it is active is refused, and spends the code.
+            "other_active_key": ApiKey.objects.for_merchant(self.merchant).active().exclude(pk=self.key.pk).first(),
+        }
 
     def perform(self, form, context):
         allowlist = form.cleaned_data["allowlist"]

@@ -511,3 +511,9 @@ def test_an_email_added_in_the_admin_is_stored_as_sign_in_matches_it(staff_clien
                       {"email": "New.Person@Acme.Test", "usable_password": "false", "password1": "", "password2": ""})
 
     assert User.objects.filter(email="new.person@acme.test").exists()
+
+
+def test_the_merchant_form_says_what_the_slug_is_for_in_words_the_page_shows(staff_client, merchant):
+    page = staff_client.get(reverse("admin:dashboard_merchant_change", args=[merchant.pk])).content.decode()
+
+    assert "Appears in dashboard URLs: /m/acme-payments/ for the slug acme-payments." in page

@@ -472,7 +472,7 @@ ARCHIVED_MESSAGE = "This API key is archived; archived keys cannot be changed."
     ("action", "status", "message"),
     [
         pytest.param("activate", KeyStatus.ARCHIVED, ARCHIVED_MESSAGE, id="activate archived"),
-        pytest.param("activate", KeyStatus.ACTIVE, "You cannot activate an API key that is active.", id="activate active"),
+        pytest.param("activate", KeyStatus.ACTIVE, services.ALREADY_ACTIVE_MESSAGE, id="activate active"),
         pytest.param(
             "deactivate", KeyStatus.GENERATED, "You cannot deactivate an API key that is generated.",
             id="deactivate generated",

@@ -14,7 +14,7 @@ from django.core import mail
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from keys.models import ApiKey
+from keys.models import ApiKey, KeyStatus
 
 from . import helpers
 
@@ -36,6 +36,27 @@ def test_a_session_idle_for_more_than_30_minutes_ends(owner_client, merchant, cl
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("dashboard:sign-in"))
     assert "_auth_user_id" not in owner_client.session
+
+
+def test_a_form_sent_after_the_session_ended_says_so_and_signing_in_leads_back_to_the_form(owner_client, owner,
+                                                                                         merchant, clock):
+    key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "b" * 40, created_by=owner)
+    form_page = reverse("keys:archive-form", args=[merchant.slug, key.pk])
+    assert owner_client.get(form_page).status_code == 200
+    clock.advance(31 * 60)  # the form left open past the idle limit
+
+    response = owner_client.post(reverse("keys:archive", args=[merchant.slug, key.pk]), {"code": "123456"},
+                                 follow=True)
+
+    assert response.redirect_chain[-1][0] == f"{reverse('dashboard:sign-in')}?next={form_page}"
+    assert "Your session had ended, so that was not done." in response.content.decode()
+    assert ApiKey.objects.get(pk=key.pk).status == KeyStatus.GENERATED
+    owner_client.post(reverse("dashboard:sign-in"), {"email": owner.email, "password": helpers.PASSWORD,
+                                                     "next": form_page})
+    clock.next_code_step()
+    signed_in = owner_client.post(reverse("dashboard:sign-in-code"), {"code": helpers.current_code(owner)})
+    assert signed_in["Location"] == form_page
+    assert owner_client.get(form_page).status_code == 200
 
 
 def test_a_session_ends_after_12_hours_however_active(owner_client, merchant, clock):

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Role
-from keys import crypto
+from keys import crypto, services
 from keys.models import ApiKey, KeyStatus
 from keys.secret_store import seal_secret
 
@@ -222,6 +222,27 @@ def test_activating_a_second_key_shows_the_vendor_message(clock, merchant, owner
     assert response.status_code == 200
     assert "Another API key is already active. Deactivate it first." in text(response)
     assert snapshot(merchant) == before
+
+
+def test_the_activate_page_names_the_key_already_active_before_asking_for_a_code(merchant, owner_client):
+    active = make_key(merchant, KeyStatus.ACTIVE, name="Primary")
+    second = make_key(merchant)
+
+    page = text(owner_client.get(url("keys:activate-form", merchant, second)))
+
+    assert f"Another API key is active: <span class=\"mono\">Primary ({active.public_key})</span>" in page
+    assert f'href="{url("keys:deactivate-form", merchant, active)}">Deactivate it</a>' in page
+    alone = text(owner_client.get(url("keys:activate-form", merchant, active)))
+    assert "Another API key is active" not in alone
+
+
+def test_a_key_form_page_marks_the_api_keys_tab_as_current(merchant, owner_client):
+    key = make_key(merchant)
+    for name in ("keys:activate-form", "keys:rename-form", "keys:archive-form"):
+        page = text(owner_client.get(url(name, merchant, key)))
+        assert f'<a href="{url("keys:list", merchant)}" aria-current="page">API keys</a>' in page, name
+    assert f'<a href="{url("keys:list", merchant)}" aria-current="page">API keys</a>' in text(
+        owner_client.get(url("keys:generate-form", merchant)))
 
 
 def test_deactivate_page_and_post(clock, merchant, owner, owner_client):
@@ -485,7 +506,7 @@ def test_another_merchants_key_ids_answer_404(clock, merchant, owner, owner_clie
 @pytest.mark.parametrize(
     ("view", "status", "reason"),
     [
-        ("keys:activate", KeyStatus.ACTIVE, "You cannot activate an API key that is active."),
+        ("keys:activate", KeyStatus.ACTIVE, services.ALREADY_ACTIVE_MESSAGE),
         ("keys:activate", KeyStatus.ARCHIVED, "This API key is archived; archived keys cannot be changed."),
         ("keys:deactivate", KeyStatus.GENERATED, "You cannot deactivate an API key that is generated."),
         ("keys:deactivate", KeyStatus.DEACTIVATED, "You cannot deactivate an API key that is deactivated."),

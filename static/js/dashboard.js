@@ -97,10 +97,32 @@
     openMenus().forEach(function (menu) { if (menu !== opened) { menu.open = false; } });
   }, true);
 
+  // A menu left with Tab closes, as it does on an outside click.
+  document.addEventListener("focusout", function (event) {
+    var menu = event.target.closest && event.target.closest("details.menu[open]");
+    if (menu && event.relatedTarget && !menu.contains(event.relatedTarget)) { menu.open = false; }
+  });
+
   // Forms with data-confirm="message" ask before submitting.
+  // A POST form is sent once: a second click would spend its 2FA code again and replace the answer to the first,
+  // which for an activation is the only time its secret key is shown.
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    var message = form instanceof HTMLFormElement ? form.getAttribute("data-confirm") : null;
-    if (message && !window.confirm(message)) { event.preventDefault(); }
+    if (!(form instanceof HTMLFormElement)) { return; }
+    var message = form.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) { event.preventDefault(); return; }
+    if (form.method.toLowerCase() !== "post") { return; }
+    if (form.dataset.submitted === "true") { event.preventDefault(); return; }
+    form.dataset.submitted = "true";
+    form.setAttribute("aria-busy", "true");
+  });
+
+  // Back to a page kept by the browser: its forms can be sent again.
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) { return; }
+    document.querySelectorAll("form[data-submitted]").forEach(function (form) {
+      delete form.dataset.submitted;
+      form.removeAttribute("aria-busy");
+    });
   });
 })();

@@ -1,10 +1,13 @@
 """Journey 2: the Owner generates a key, activates it for two addresses and sees its secret exactly once."""
+import time
+
 from dashboard.models import Role
+from keys import services
 from tests import helpers
 
 from .support import (
-    PHONE, TABLET, Journey, PlaywrightError, activate_key, expect, generate_key, key_row, settled_content,
-    sign_in, status_of,
+    PHONE, TABLET, Journey, PlaywrightError, activate_key, expect, generate_key, key_row, open_activation,
+    settled_content, sign_in, status_of,
 )
 
 
@@ -78,7 +81,7 @@ def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
     assert secret not in settled_content(page)
     # Reloading resends the activation form: the code is spent and the key active, so still no secret.
     page.reload()
-    expect(page.get_by_role("alert")).to_contain_text("You cannot activate an API key that is active.")
+    expect(page.get_by_role("alert")).to_contain_text("This API key is already active.")
     assert secret not in settled_content(page)
     journey.check("after-reload")
     # Nor on any other page of the merchant.
@@ -86,3 +89,27 @@ def test_owner_activates_a_key_and_sees_its_secret_once(page, clock):
         page.goto(f"/m/{merchant.slug}/{section}")
         assert secret not in settled_content(page), section
     journey.check("activity", widths=(PHONE,))
+
+
+def test_a_second_click_on_activate_sends_nothing_and_the_secret_is_shown(page, clock, monkeypatch):
+    """A second submission would spend the code again and replace the secret page with a refusal, for good."""
+    merchant = helpers.create_merchant("Acme Payments")
+    owner = helpers.create_member(merchant, Role.OWNER, "owner@acme.test")
+    sign_in(page, clock, owner)
+    public_key = generate_key(page, clock, owner)
+    open_activation(page, public_key)
+    page.get_by_label("2FA code").fill(clock.next_code(owner))
+    # A slow answer, as over a slow network: the form is still on screen for the second click.
+    activate = services.activate_key
+    monkeypatch.setattr(services, "activate_key", lambda **kwargs: (time.sleep(0.5), activate(**kwargs))[1])
+    posts = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+
+    # Two clicks 100 ms apart, from the page itself: Playwright's own click waits for the navigation to end.
+    page.get_by_role("button", name="Activate", exact=True).evaluate(
+        "button => { button.click(); setTimeout(() => button.click(), 100); }"
+    )
+
+    expect(page.get_by_role("heading", name="Your secret key")).to_be_visible()
+    assert len(posts) == 1, posts
+    assert len(page.get_by_label("Secret key", exact=True).input_value()) >= 40
