@@ -8,6 +8,13 @@ from .two_factor import MAX_CODE_INPUT_LENGTH, parse_code
 SIGN_IN_REFUSED_MESSAGE = "The email address or password is not right."
 
 
+class OneTimeCodeInput(forms.TextInput):
+    """A code is never shown back: once sent it is spent or wrong, either way no use in the box."""
+
+    def format_value(self, value):
+        return None
+
+
 class CodeField(forms.CharField):
     """A 2FA code: six digits from an authenticator app, or a backup code. Spaces are dropped."""
 
@@ -18,7 +25,7 @@ class CodeField(forms.CharField):
         kwargs.setdefault("help_text", "The 6-digit code from your authenticator app, or a backup code.")
         kwargs.setdefault(
             "widget",
-            forms.TextInput(
+            OneTimeCodeInput(
                 attrs={
                     "autocomplete": "one-time-code",
                     "inputmode": "numeric",

@@ -4,6 +4,7 @@ Every refused request is followed by a check that no key of the merchant changed
 """
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -222,6 +223,16 @@ def test_activating_a_second_key_shows_the_vendor_message(clock, merchant, owner
     assert response.status_code == 200
     assert "Another API key is already active. Deactivate it first." in text(response)
     assert snapshot(merchant) == before
+
+
+def test_a_refused_code_is_not_shown_back_in_its_field(merchant, owner_client):
+    key = make_key(merchant)
+
+    archive = owner_client.post(url("keys:archive", merchant, key), {"code": "654321"})
+
+    field = re.search(r'<input[^>]*name="code"[^>]*>', text(archive)).group()
+    assert "654321" not in field and "value=" not in field
+    assert 'aria-invalid="true"' in field
 
 
 def test_the_activate_page_names_the_key_already_active_before_asking_for_a_code(merchant, owner_client):

@@ -97,6 +97,10 @@
     openMenus().forEach(function (menu) { if (menu !== opened) { menu.open = false; } });
   }, true);
 
+  // A form sent back with errors: the first field to correct has the focus, as it would after a click on it.
+  var invalid = document.querySelector("main form [aria-invalid=\"true\"]");
+  if (invalid) { invalid.focus(); }
+
   // A menu left with Tab closes, as it does on an outside click.
   document.addEventListener("focusout", function (event) {
     var menu = event.target.closest && event.target.closest("details.menu[open]");

@@ -38,6 +38,10 @@ def test_refused_codes_and_addresses_are_explained_and_change_nothing(page, cloc
         "That code has already been used. Wait for your app to show a new code."
     )
     expect(page.get_by_label("2FA code")).to_have_attribute("aria-invalid", "true")
+    # The spent code is not shown back, and the field to correct has the focus: type the next code straight away.
+    expect(page.get_by_label("2FA code")).to_have_value("")
+    expect(page.get_by_label("2FA code")).to_be_focused()
+    expect(page.get_by_label("IP addresses")).to_have_value("203.0.113.7")
     journey.check("reused-code", widths=(PHONE, TABLET))
 
     # A code the app never showed.
