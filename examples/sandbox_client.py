@@ -60,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.key or not args.secret:
         parser.error("give --key and --secret (or PROCESSING_KEY and PROCESSING_SECRET)")
     print(f"secret fingerprint: {fingerprint(args.secret)}", file=sys.stderr)
-    status, answer = call(args.base_url, args.method, args.key, args.secret)
+    try:
+        status, answer = call(args.base_url, args.method, args.key, args.secret)
+    except (urllib.error.URLError, OSError) as error:
+        # No answer at all (nothing listening, a wrong host): say where it looked, not a traceback.
+        reason = getattr(error, "reason", error)
+        print(f"no answer from {args.base_url}: {reason} (is the server running? see --base-url)", file=sys.stderr)
+        return 2
     print(f"HTTP {status}", file=sys.stderr)
     print(json.dumps(answer, indent=2))
     return 0 if status == 200 else 1

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -180,3 +181,16 @@ def test_readme_python_client_command_runs_as_a_script(live_server, live_pair):
     assert completed.returncode == 0, completed.stderr
     assert f"secret fingerprint: {key.secret_fingerprint}" in completed.stderr
     assert json.loads(completed.stdout) == {"data": expected_balances()}
+
+
+def test_command_line_says_where_it_looked_when_nothing_answers(capsys):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        base_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+    status = sandbox_client.main(["accounts/list", f"--base-url={base_url}", "--key=sbx_x", "--secret=s"])
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"no answer from {base_url}" in error and "is the server running?" in error
+    assert "Traceback" not in error
