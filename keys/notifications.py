@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import zoneinfo
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.core.mail import send_mass_mail
 from django.conf import settings
@@ -21,8 +24,16 @@ NOTIFIED_EVENTS = {
 }
 
 
-def _message(key, what: str, actor, context: RequestContext) -> tuple[str, str]:
-    when = timezone.now().strftime("%Y-%m-%d %H:%M:%S UTC")
+def _when(at: datetime, time_zone: str) -> str:
+    """The time in the recipient's chosen zone, as the dashboard shows it to them, and in UTC."""
+    utc = at.astimezone(dt_timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if time_zone == "UTC":
+        return utc
+    local = at.astimezone(zoneinfo.ZoneInfo(time_zone))
+    return f"{local:%Y-%m-%d %H:%M:%S} {time_zone} ({utc})"
+
+
+def _message(key, what: str, actor, context: RequestContext, when: str) -> tuple[str, str]:
     subject = f"[{key.merchant.name}] API key {what}"
     allowed = ", ".join(key.allowed_networks) or "any IP address"
     # Never the secret: only what identifies the key and the change.
@@ -45,9 +56,12 @@ def notify_owners(*, key, action: AuditAction, actor, context: RequestContext) -
     what = NOTIFIED_EVENTS.get(action)
     if what is None:
         return
-    recipients = list(Membership.objects.owners_of(key.merchant).values_list("user__email", flat=True))
-    subject, body = _message(key, what, actor, context)
-    messages = [(subject, body, settings.DEFAULT_FROM_EMAIL, [email]) for email in recipients]
+    recipients = Membership.objects.owners_of(key.merchant).values_list("user__email", "user__time_zone")
+    now = timezone.now()
+    messages = [
+        (*_message(key, what, actor, context, _when(now, time_zone)), settings.DEFAULT_FROM_EMAIL, [email])
+        for email, time_zone in recipients
+    ]
 
     def send() -> None:
         try:

@@ -1,6 +1,7 @@
 """Emails to every Owner when a key is activated, deactivated, archived or given new IP addresses."""
 from __future__ import annotations
 
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -102,6 +103,23 @@ def test_every_owner_gets_one_email_naming_key_actor_and_address(
         assert key.encrypted_secret == "" or key.encrypted_secret not in message.body
         if secret:
             assert secret not in message.body and secret not in message.subject
+
+
+def test_each_owner_reads_the_time_in_the_zone_they_chose_with_utc_beside_it(
+    clock, merchant, members, django_capture_on_commit_callbacks
+):
+    members["second_owner"].time_zone = "Asia/Kolkata"
+    members["second_owner"].save(update_fields=["time_zone"])
+    key = make_key(merchant, KeyStatus.ACTIVE)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _deactivate(clock, merchant, members["second_owner"], key)
+
+    when = {message.to[0]: message.body.split("When: ")[1].splitlines()[0] for message in mail.outbox}
+    utc = f"{timezone.now():%Y-%m-%d %H:%M:%S} UTC"
+    assert when["owner@acme.test"] == utc
+    india = timezone.now() + timedelta(hours=5, minutes=30)  # no summer time there
+    assert when["second-owner@acme.test"] == f"{india:%Y-%m-%d %H:%M:%S} Asia/Kolkata ({utc})"
 
 
 def test_activation_email_lists_the_allowed_addresses_and_never_the_secret(
