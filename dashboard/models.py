@@ -179,6 +179,27 @@ class AuditEventQuerySet(models.QuerySet):
         raise RuntimeError("Audit events are append-only.")
 
 
+# The reasons a refusal is recorded with (details["reason"]), in the Activity page's words.
+REFUSAL_REASONS = {
+    "malformed": "not a 2FA code",
+    "malformed 2FA code": "not a 2FA code",
+    "wrong": "wrong 2FA code",
+    "reused": "2FA code already used",
+    "throttled": "too many wrong 2FA codes",
+    "no_device": "no authenticator set up",
+    "hourly limit": "too many failures this hour",
+    "wrong password": "wrong password",
+    "unknown email": "unknown email",
+    "another_key_active": "another key was active",
+    "wrong_status": "not allowed in the key's status",
+    "limit_reached": "too many keys",
+    "not_owner": "needs the Owner role",
+    "not_found": "no such key",
+}
+# What an event was about (target, "kind:value"), in the Activity page's words.
+TARGET_KINDS = {"api_key": "API key", "user": "User"}
+
+
 class AuditEvent(models.Model):
     """One thing that happened. Rows are only ever added: saving an existing row or deleting one raises."""
 
@@ -204,6 +225,17 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} ({self.get_outcome_display()}) by {self.actor_email or 'nobody'}"
+
+    @property
+    def reason_display(self) -> str:
+        """Why it was refused, in words; a reason without words of its own as recorded."""
+        reason = self.details.get("reason", "") if isinstance(self.details, dict) else ""
+        return REFUSAL_REASONS.get(reason, reason)
+
+    @property
+    def target_display(self) -> str:
+        kind, separator, value = self.target.partition(":")
+        return f"{TARGET_KINDS[kind]} {value}" if separator and kind in TARGET_KINDS else self.target
 
     def save(self, *args, **kwargs) -> None:
         if not self._state.adding:

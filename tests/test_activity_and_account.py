@@ -219,6 +219,21 @@ def test_activity_escapes_what_users_typed(owner_client, merchant, clock):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+def test_activity_says_what_an_event_was_about_and_why_it_was_refused_in_words(owner_client, owner, merchant, clock):
+    public_key = "sbx_" + "c" * 40
+    for reason in ("another_key_active", "wrong", "a reason of the future"):
+        AuditEvent.objects.create(merchant=merchant, action=AuditAction.KEY_ACTIVATED, outcome=AuditOutcome.REFUSED,
+                                  target=f"api_key:{public_key}", details={"reason": reason})
+    AuditEvent.objects.create(merchant=merchant, action=AuditAction.MEMBERSHIP_ADDED, target="user:new@acme.test")
+
+    html = owner_client.get(activity(merchant)).content.decode()
+
+    assert f"API key {public_key}" in html and f"api_key:{public_key}" not in html
+    assert "User new@acme.test" in html
+    assert "(another key was active)" in html and "(wrong 2FA code)" in html
+    assert "(a reason of the future)" in html  # one the page has no words for yet, as recorded
+
+
 # Account security: recent sign-ins
 
 
