@@ -191,7 +191,7 @@ REFUSAL_REASONS = {
     "wrong password": "wrong password",
     "unknown email": "unknown email",
     "another_key_active": "another key was active",
-    "wrong_status": "not allowed in the key's status",
+    "wrong_status": "not allowed for a key in that status",
     "limit_reached": "too many keys",
     "not_owner": "needs the Owner role",
     "not_found": "no such key",

@@ -380,7 +380,7 @@ def test_membership_events_appear_on_the_merchants_activity_tab(staff_client, ow
     response = owner_client.get(reverse("dashboard:activity", args=[merchant.slug]))
 
     assert [e.action for e in response.context["events"]] == [AuditAction.MEMBERSHIP_ROLE_CHANGED]
-    assert "user:viewer@acme.test" in response.content.decode()
+    assert "User viewer@acme.test" in response.content.decode()
 
 
 # The audit trail in the admin: read-only

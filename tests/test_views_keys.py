@@ -664,8 +664,8 @@ def test_activity_tab_shows_key_events_with_who_and_from_where(clock, merchant, 
     page = text(owner_client.get(reverse("dashboard:activity", kwargs={"merchant_slug": merchant.slug})))
 
     assert "API key activated" in page
-    assert "API key archived" in page and "(wrong_status)" in page
-    assert f"api_key:{key.public_key}" in page
+    assert "API key archived" in page and "(not allowed for a key in that status)" in page
+    assert f"API key {key.public_key}" in page
     assert "owner@acme.test" in page and "127.0.0.1" in page
 
 
