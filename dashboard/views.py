@@ -242,7 +242,9 @@ class OverviewView(MerchantMemberRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         owners = Membership.objects.owners_of(self.merchant)
-        return super().get_context_data(owners=[m.user for m in owners], **kwargs)
+        return super().get_context_data(
+            owners=[m.user for m in owners], manages_keys=self.membership.role == Role.OWNER, **kwargs
+        )
 
 
 class SupportView(RestrictedAllowedMixin, TemplateView):

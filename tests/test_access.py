@@ -98,7 +98,7 @@ def test_restricted_sees_only_the_support_page(merchant):
 
 
 @pytest.mark.parametrize("role", [Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.OWNER])
-def test_every_other_role_opens_overview_and_support(merchant, role):
+def test_every_other_role_opens_overview_and_support(merchant, owner, role):
     client, _ = signed_in_member(merchant, role)
 
     overview = client.get(page("dashboard:overview", merchant))
@@ -106,6 +106,13 @@ def test_every_other_role_opens_overview_and_support(merchant, role):
     assert overview.status_code == 200
     assert overview.context["membership"].role == role
     assert client.get(page("dashboard:support", merchant)).status_code == 200
+    # Who to ask for a key, and how to reach them; an Owner is sent to the keys instead.
+    html = overview.content.decode()
+    assert f'<a href="mailto:{owner.email}">{owner.email}</a>' in html
+    if role == Role.OWNER:
+        assert f'href="{page("keys:list", merchant)}">open API keys</a>' in html and "write to one of them" not in html
+    else:
+        assert "write to one of them" in html and "open API keys" not in html
 
 
 OWNER_TABS = {"API keys", "Activity"}
