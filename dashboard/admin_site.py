@@ -81,13 +81,17 @@ def could_be_a_key(model, to_field_name: str | None, value) -> bool:
     return True
 
 
-class ExistingRowChoiceField(forms.ModelChoiceField):
-    """A choice of a row that refuses a value no row can have ("abc", 10**20 for a number) as an invalid choice."""
+class ExistingRowsChoiceField(forms.ModelMultipleChoiceField):
+    """A choice of rows (a user's groups and permissions) that refuses a value no row can have as an invalid one:
+    Django looks the posted values up with ``__in``, which for a number too large for the column is an error of
+    the database driver (a 500). A single choice needs no such care: Django finds no row for it."""
 
-    def to_python(self, value):
-        if value not in self.empty_values and not could_be_a_key(self.queryset.model, self.to_field_name, value):
-            raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice")
-        return super().to_python(value)
+    def _check_values(self, value):
+        for pk in value:
+            if not could_be_a_key(self.queryset.model, self.to_field_name, pk):
+                raise ValidationError(self.error_messages["invalid_pk_value"], code="invalid_pk_value",
+                                      params={"pk": pk})
+        return super()._check_values(value)
 
 
 class ExistingRowAutocomplete(AutocompleteSelect):
@@ -109,5 +113,8 @@ class StaffModelAdminMixin:
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name in self.get_autocomplete_fields(request):
             kwargs.setdefault("widget", ExistingRowAutocomplete(db_field, self.admin_site, using=kwargs.get("using")))
-        kwargs.setdefault("form_class", ExistingRowChoiceField)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs.setdefault("form_class", ExistingRowsChoiceField)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)

@@ -36,7 +36,7 @@ def navigation(request):
     if current is None and memberships:
         current = memberships[0]
     match = getattr(request, "resolver_match", None)
-    url_name = match.url_name if match else ""
+    url_name = (match.url_name or "") if match else ""  # a pattern without a name (the admin's catch-all) has None
     tabs = []
     if current is not None:
         slug = current.merchant.slug

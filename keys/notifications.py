@@ -27,10 +27,15 @@ NOTIFIED_EVENTS = {
 def _when(at: datetime, time_zone: str) -> str:
     """The time in the recipient's chosen zone, as the dashboard shows it to them, and in UTC."""
     utc = at.astimezone(dt_timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        zone = zoneinfo.ZoneInfo(time_zone)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        # A zone saved around the form's check (a shell, a data load) or gone from this host's tz database: the
+        # email, sent within the key action's transaction, must not undo the action.
+        return utc
     if time_zone == "UTC":
         return utc
-    local = at.astimezone(zoneinfo.ZoneInfo(time_zone))
-    return f"{local:%Y-%m-%d %H:%M:%S} {time_zone} ({utc})"
+    return f"{at.astimezone(zone):%Y-%m-%d %H:%M:%S} {time_zone} ({utc})"
 
 
 def _message(key, what: str, actor, context: RequestContext, when: str) -> tuple[str, str]:

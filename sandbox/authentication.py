@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connections, router
+from gunicorn.http.errors import ParseException
 
 from dashboard.db_rows import read_as_health_check
 from dashboard.settings_cache import until_settings_change
@@ -23,7 +24,9 @@ from keys.allowlist import is_address_allowed
 from keys.models import ApiKey
 from keys.secret_store import signature_verifier
 
-from .errors import BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, MissingKey, MissingSignature, Unavailable
+from .errors import (
+    BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, LengthRequired, MissingKey, MissingSignature, Unavailable,
+)
 from .key_lookup_cache import cached_lookup
 from .models import key_with_balances
 
@@ -46,12 +49,7 @@ def read_body(request) -> bytes:
     """The body, refused before it is read when it announces more than 1 MiB, or once it is past 1 MiB when it
     comes in chunks."""
     if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # No Content-Length, so Django's stream would give nothing: read the server's, which gunicorn ends with
-        # the last chunk, up to one byte past the limit.
-        body = request.META["wsgi.input"].read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
-            raise BodyTooLarge()
-        return body
+        return _read_chunked_body(request)
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -62,6 +60,24 @@ def read_body(request) -> bytes:
     # a new stream, 32k instructions a request against 4.5k (callgrind), for a body read once and never again.
     # The stream stops at CONTENT_LENGTH, already bounded above.
     return request.read()
+
+
+def _read_chunked_body(request) -> bytes:
+    """A body sent in chunks has no Content-Length, so Django's stream of it is empty: read the server's instead,
+    where it ends with the last chunk (``wsgi.input_terminated``, as gunicorn's does), up to one byte past 1 MiB."""
+    stream = request.META.get("wsgi.input")
+    if stream is None:
+        body = request.read(MAX_BODY_BYTES + 1)  # ASGI: the server joined the chunks into the body Django holds
+    elif request.META.get("wsgi.input_terminated"):
+        try:
+            body = stream.read(MAX_BODY_BYTES + 1)
+        except (ParseException, OSError, ValueError):
+            raise BadContent() from None  # a chunk that is not one, or a client gone in the middle of the body
+    else:
+        raise LengthRequired()  # a server that cannot tell where such a body ends (Django's development server)
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge()
+    return body
 
 
 def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, tuple[tuple[str, str, Decimal], ...]]:

@@ -65,6 +65,10 @@ class BodyTooLarge(SandboxError):
     status, code, error = 413, "body_too_large", "Request body is larger than 1 MiB"
 
 
+class LengthRequired(SandboxError):
+    status, code, error = 411, "length_required", "Send the body with a Content-Length header"
+
+
 class NotFound(SandboxError):
     status, code, error = 404, "not_found", "No such API method"
 

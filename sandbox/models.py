@@ -33,7 +33,8 @@ class Currency(models.Model):
     id = models.PositiveIntegerField(primary_key=True, validators=[MinValueValidator(1, "The platform's ids start at 1.")])
     code = models.CharField(
         "currency", max_length=20, unique=True,
-        validators=[RegexValidator(r"^[A-Z0-9_]+\Z", "Capital letters, digits and _ only, as the platform writes it: BTC, USDT.")],
+        validators=[RegexValidator(r"^[A-Z0-9_.-]+\Z",
+                                   "Capital letters, digits, _, - and . only, as the platform writes it: BTC, USDT.")],
     )
     type = models.CharField(max_length=10, choices=CurrencyType.choices, default=CurrencyType.CRYPTO)
     minimum_amount = models.DecimalField(

@@ -35,6 +35,7 @@ ERRORS = {
     "ip_not_allowed": (403, {"error": "IP address is not allowed", "code": "ip_not_allowed"}),
     # The project's own, where the reference is silent.
     "body_too_large": (413, {"error": "Request body is larger than 1 MiB", "code": "body_too_large"}),
+    "length_required": (411, {"error": "Send the body with a Content-Length header", "code": "length_required"}),
     "not_found": (404, {"error": "No such API method", "code": "not_found"}),
     "method_not_allowed": (405, {"error": "Method not allowed", "code": "method_not_allowed"}),
     "service_unavailable": (503, {"error": "Service temporarily unavailable", "code": "service_unavailable"}),

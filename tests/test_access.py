@@ -3,8 +3,9 @@ import re
 
 import pytest
 from django.test import Client
-from django.urls import reverse
+from django.urls import get_resolver, reverse
 
+from dashboard.access import ActionMixin, VerifiedUserRequiredMixin
 from dashboard.models import Membership, Role
 
 from . import helpers
@@ -256,3 +257,20 @@ def test_dashboard_pages_are_not_cached(owner_client, merchant):
     response = owner_client.get(page("dashboard:overview", merchant))
 
     assert "no-store" in response["Cache-Control"]
+
+
+def _view_classes(resolver=None):
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if hasattr(pattern, "url_patterns"):
+            yield from _view_classes(pattern)
+        elif hasattr(pattern.callback, "view_class"):
+            yield pattern.callback.view_class
+
+
+def test_every_action_view_returns_to_its_form_page_after_sign_in():
+    """page_to_return_to is ActionMixin's only where it comes before the access mixin in the view's bases."""
+    actions = {view for view in _view_classes() if issubclass(view, ActionMixin)
+               and issubclass(view, VerifiedUserRequiredMixin)}
+    assert actions, "no action view found"
+    for view in actions:
+        assert view.page_to_return_to is ActionMixin.page_to_return_to, view

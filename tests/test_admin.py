@@ -1,5 +1,7 @@
 """The admin panel: behind the dashboard's two-factor sign-in, staff only; 2FA resets and membership changes audited."""
 from decimal import Decimal
+from importlib import import_module
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.admin import site as admin_site
@@ -299,6 +301,19 @@ def test_a_member_row_naming_no_user_is_a_form_error_and_changes_nothing(staff_c
     assert not AuditEvent.objects.filter(action__startswith="membership_").exists()
 
 
+@pytest.mark.parametrize("value", ["abc", "99999999999999999999", "-99999999999999999999"])
+@pytest.mark.parametrize("field", ["groups", "user_permissions"])
+def test_a_group_or_permission_naming_no_row_is_a_form_error_and_changes_nothing(staff_client, owner, field, value):
+    data = {"email": owner.email, "time_zone": "UTC", "is_active": "on", "date_joined_0": "2026-11-27",
+            "date_joined_1": "12:00:00", field: value}
+
+    response = staff_client.post(reverse("admin:dashboard_user_change", args=[owner.pk]), data)
+
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors
+    assert not owner.groups.exists() and not owner.user_permissions.exists()
+
+
 def membership_events():
     return list(
         AuditEvent.objects.filter(action__startswith="membership_").order_by("id")
@@ -443,7 +458,7 @@ CURRENCY = {"id": "9", "code": "DOGE", "type": "crypto", "minimum_amount": "1", 
 
 @pytest.mark.parametrize("field, value, message", [
     ("id", "0", "The platform's ids start at 1."),
-    ("code", "doge", "Capital letters, digits and _ only"),
+    ("code", "doge", "Capital letters, digits, _, - and . only"),
     ("code", "BTC", "Currency with this Currency already exists."),
     ("minimum_amount", "-5", "A minimum cannot be negative."),
     ("deposit_fee_percent", "-1", "A fee cannot be negative."),
@@ -477,6 +492,20 @@ def test_the_database_holds_the_currency_rules_too(db, values):
     fields = {"id": 9, "code": "DOGE", "type": "crypto", "minimum_amount": Decimal(1), "precision": 8, **values}
     with pytest.raises(IntegrityError), transaction.atomic():
         Currency.objects.create(**fields)
+
+
+def test_the_migration_that_adds_the_currency_rules_names_the_rows_to_fix_first():
+    check = import_module("sandbox.migrations.0006_currency_and_balance_rules").refuse_currencies_that_break_the_new_rules
+    rows = [SimpleNamespace(id=1, code="BTC", minimum_amount=Decimal(0), deposit_fee_percent=Decimal(0),
+                            withdrawal_fee_percent=Decimal(0), precision=8)]
+    rows.append(SimpleNamespace(**{**vars(rows[0]), "code": "usdt-trc20"}))
+    rows.append(SimpleNamespace(**{**vars(rows[0]), "code": "EUR", "deposit_fee_percent": Decimal(101)}))
+    apps = SimpleNamespace(get_model=lambda *_: SimpleNamespace(objects=SimpleNamespace(all=lambda: rows)))
+
+    with pytest.raises(RuntimeError, match=r"Fix these currencies before migrating .*: usdt-trc20, EUR$"):
+        check(apps, None)
+    del rows[1:]
+    check(apps, None)
 
 
 def test_a_negative_balance_is_refused_next_to_the_amount(staff_client, merchant):
@@ -517,3 +546,10 @@ def test_the_merchant_form_says_what_the_slug_is_for_in_words_the_page_shows(sta
     page = staff_client.get(reverse("admin:dashboard_merchant_change", args=[merchant.pk])).content.decode()
 
     assert "Appears in dashboard URLs: /m/acme-payments/ for the slug acme-payments." in page
+
+
+def test_an_unknown_admin_address_is_a_404_for_staff_who_are_also_merchant_members(staff_client, staff, merchant):
+    # The admin's catch-all pattern has no name; the dashboard's tabs are worked out for members on every page.
+    Membership.objects.create(user=staff, merchant=merchant, role=Role.VIEW)
+
+    assert staff_client.get("/admin/no-such-page/").status_code == 404

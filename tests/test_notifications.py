@@ -122,6 +122,22 @@ def test_each_owner_reads_the_time_in_the_zone_they_chose_with_utc_beside_it(
     assert when["second-owner@acme.test"] == f"{india:%Y-%m-%d %H:%M:%S} Asia/Kolkata ({utc})"
 
 
+@pytest.mark.parametrize("time_zone", ["", "Not/A_Zone", "../etc/passwd"])
+def test_an_owner_time_zone_that_is_no_zone_gives_utc_and_never_undoes_the_action(
+    clock, merchant, members, django_capture_on_commit_callbacks, time_zone
+):
+    type(members["second_owner"]).objects.filter(pk=members["second_owner"].pk).update(time_zone=time_zone)
+    key = make_key(merchant, KeyStatus.ACTIVE)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _deactivate(clock, merchant, members["owner"], key)
+
+    key.refresh_from_db()
+    assert key.status == KeyStatus.DEACTIVATED
+    assert all(f"When: {timezone.now():%Y-%m-%d %H:%M:%S} UTC\n" in message.body for message in mail.outbox)
+    assert len(mail.outbox) == 2
+
+
 def test_activation_email_lists_the_allowed_addresses_and_never_the_secret(
     clock, merchant, members, django_capture_on_commit_callbacks
 ):

@@ -18,11 +18,13 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import OperationalError
 from django.http import JsonResponse
-from django.test import Client, override_settings
+from django.test import AsyncClient, Client, override_settings
 from django.urls import reverse
 from django.utils import dateformat, timezone
+from gunicorn.http.errors import InvalidChunkSize
 
 from dashboard.models import Role
 from keys import crypto, services
@@ -248,11 +250,22 @@ def test_body_of_exactly_one_mebibyte_is_accepted(client, clock, key_pair):
     assert_accepted(api(client, pair=key_pair, body=body))
 
 
-def chunked(client, pair: KeyPair, body: bytes):
-    """A signed request whose body comes in chunks: no Content-Length, the server's stream gives the body."""
+def chunked(client, pair: KeyPair, body: bytes, *, stream=None, terminated: bool = True):
+    """A signed request whose body comes in chunks: no Content-Length; the server's stream gives the body, and
+    says so (``wsgi.input_terminated``) when it ends with the last chunk, as gunicorn's does."""
+    environ = {"wsgi.input": stream or io.BytesIO(body)}
+    if terminated:
+        environ["wsgi.input_terminated"] = True
     return client.generic("POST", "/api/v2/accounts/list", b"", CONTENT_TYPE="application/json",
                           HTTP_TRANSFER_ENCODING="chunked", HTTP_X_PROCESSING_KEY=pair.public_key,
-                          HTTP_X_PROCESSING_SIGNATURE=crypto.sign(pair.secret, body), **{"wsgi.input": io.BytesIO(body)})
+                          HTTP_X_PROCESSING_SIGNATURE=crypto.sign(pair.secret, body), **environ)
+
+
+class BrokenChunks(io.RawIOBase):
+    """gunicorn's stream of a body whose chunks are not chunks."""
+
+    def read(self, size=-1):
+        raise InvalidChunkSize(b"zz")
 
 
 def test_a_body_sent_in_chunks_is_the_body_checked(client, clock, key_pair):
@@ -263,6 +276,28 @@ def test_a_body_sent_in_chunks_is_the_body_checked(client, clock, key_pair):
 def test_a_body_sent_in_chunks_past_one_mebibyte_is_too_large(client, clock, key_pair):
     assert_error(chunked(client, key_pair, b'"' + b"a" * (MiB - 1) + b'"'), "body_too_large")
     assert key_pair.fresh().last_used_at is None
+
+
+def test_a_body_in_chunks_that_are_not_chunks_is_bad_content(client, clock, key_pair):
+    assert_error(chunked(client, key_pair, b"{}", stream=BrokenChunks()), "bad_content_format")
+    assert key_pair.fresh().last_used_at is None
+
+
+def test_a_body_in_chunks_to_a_server_that_cannot_end_it_asks_for_a_content_length(client, clock, key_pair):
+    # Django's development server hands over a stream it cannot end: reading it would wait for the client.
+    assert_error(chunked(client, key_pair, b"{}", terminated=False), "length_required")
+    assert key_pair.fresh().last_used_at is None
+
+
+def test_under_asgi_a_body_in_chunks_is_the_body_checked(clock, key_pair):
+    body = b'{"in": "chunks"}'
+    response = async_to_sync(AsyncClient().post)(
+        "/api/v2/accounts/list", body, content_type="application/json", headers={
+            "Transfer-Encoding": "chunked", "X-Processing-Key": key_pair.public_key,
+            "X-Processing-Signature": crypto.sign(key_pair.secret, body),
+        },
+    )
+    assert_accepted(response)
 
 
 def test_signed_endpoints_take_only_post(client, clock, key_pair):

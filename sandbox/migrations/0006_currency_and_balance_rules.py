@@ -6,6 +6,22 @@ from decimal import Decimal
 from django.db import migrations, models
 
 
+def refuse_currencies_that_break_the_new_rules(apps, schema_editor):
+    """Name the rows staff must fix first, rather than fail on the first constraint with a bare IntegrityError."""
+    Currency = apps.get_model("sandbox", "Currency")
+    broken = [
+        currency.code for currency in Currency.objects.all()
+        if currency.id < 1 or currency.code != currency.code.upper() or currency.minimum_amount < 0
+        or not 0 <= currency.deposit_fee_percent <= 100 or not 0 <= currency.withdrawal_fee_percent <= 100
+        or currency.precision > 18
+    ]
+    if broken:
+        raise RuntimeError(
+            f"Fix these currencies before migrating (id from 1, upper-case code, minimum not negative, fees "
+            f"0-100, precision at most 18): {', '.join(broken)}"
+        )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -13,6 +29,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(refuse_currencies_that_break_the_new_rules, migrations.RunPython.noop),
         migrations.AlterField(
             model_name='balance',
             name='amount',
@@ -21,7 +38,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='currency',
             name='code',
-            field=models.CharField(max_length=20, unique=True, validators=[django.core.validators.RegexValidator('^[A-Z0-9_]+\\Z', 'Capital letters, digits and _ only, as the platform writes it: BTC, USDT.')], verbose_name='currency'),
+            field=models.CharField(max_length=20, unique=True, validators=[django.core.validators.RegexValidator('^[A-Z0-9_.-]+\\Z', 'Capital letters, digits, _, - and . only, as the platform writes it: BTC, USDT.')], verbose_name='currency'),
         ),
         migrations.AlterField(
             model_name='currency',

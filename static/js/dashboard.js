@@ -4,6 +4,7 @@
 
   var COPIED_LABEL = "Copied";
   var RESET_AFTER_MS = 2000;
+  var RESEND_AFTER_MS = 10000;
   var liveRegion = null;
 
   function announce(text) {
@@ -119,14 +120,18 @@
     if (form.dataset.submitted === "true") { event.preventDefault(); return; }
     form.dataset.submitted = "true";
     form.setAttribute("aria-busy", "true");
+    // Still on this page long after (the browser's Stop pressed, an answer that never came): it can be sent again.
+    window.setTimeout(function () { allowSending(form); }, RESEND_AFTER_MS);
   });
+
+  function allowSending(form) {
+    delete form.dataset.submitted;
+    form.removeAttribute("aria-busy");
+  }
 
   // Back to a page kept by the browser: its forms can be sent again.
   window.addEventListener("pageshow", function (event) {
     if (!event.persisted) { return; }
-    document.querySelectorAll("form[data-submitted]").forEach(function (form) {
-      delete form.dataset.submitted;
-      form.removeAttribute("aria-busy");
-    });
+    document.querySelectorAll("form[data-submitted]").forEach(allowSending);
   });
 })();
