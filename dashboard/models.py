@@ -200,6 +200,15 @@ REFUSAL_REASONS = {
 TARGET_KINDS = {"api_key": "API key", "user": "User"}
 
 
+def _changed_value_display(value) -> str:
+    """One side of a recorded change (details "from" / "to"): a name, a list of IP addresses, a role."""
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "any IP address"
+    if value in Role.values:
+        return Role(value).label
+    return f"“{value}”" if value else "no name"
+
+
 class AuditEvent(models.Model):
     """One thing that happened. Rows are only ever added: saving an existing row or deleting one raises."""
 
@@ -231,6 +240,14 @@ class AuditEvent(models.Model):
         """Why it was refused, in words; a reason without words of its own as recorded."""
         reason = self.details.get("reason", "") if isinstance(self.details, dict) else ""
         return REFUSAL_REASONS.get(reason, reason)
+
+    @property
+    def change_display(self) -> str:
+        """What changed, for the events that record it (a rename, new IP addresses, a new role): "from → to"."""
+        details = self.details if isinstance(self.details, dict) else {}
+        if "from" not in details or "to" not in details:
+            return ""
+        return f"{_changed_value_display(details['from'])} → {_changed_value_display(details['to'])}"
 
     @property
     def target_display(self) -> str:

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 from django_otp.plugins.otp_static.models import StaticToken
 
 from dashboard.audit import RequestContext, record
@@ -232,6 +233,21 @@ def test_activity_says_what_an_event_was_about_and_why_it_was_refused_in_words(o
     assert "User new@acme.test" in html
     assert "(another key was active)" in html and "(wrong 2FA code)" in html
     assert "(a reason of the future)" in html  # one the page has no words for yet, as recorded
+
+
+@pytest.mark.parametrize("action, details, shown", [
+    (AuditAction.KEY_RENAMED, {"from": "", "to": "Checkout"}, "no name → “Checkout”"),
+    (AuditAction.KEY_RENAMED, {"from": "Checkout", "to": ""}, "“Checkout” → no name"),
+    (AuditAction.KEY_ALLOWLIST_CHANGED, {"from": [], "to": ["203.0.113.7", "2001:db8::/32"]},
+     "any IP address → 203.0.113.7, 2001:db8::/32"),
+    (AuditAction.MEMBERSHIP_ROLE_CHANGED, {"from": "view", "to": "owner"}, "View → Owner"),
+])
+def test_activity_says_what_a_change_was_from_and_to(owner_client, merchant, action, details, shown):
+    AuditEvent.objects.create(merchant=merchant, action=action, target="api_key:sbx_" + "d" * 40, details=details)
+
+    html = owner_client.get(activity(merchant)).content.decode()
+
+    assert f'<span class="muted">{escape(shown)}</span>' in html
 
 
 # Account security: recent sign-ins
