@@ -186,6 +186,16 @@ class BatchWriter:
                 or monotonic() - self._oldest >= cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS")
             )
 
+    def seconds_until_due(self) -> float:
+        """How long the writer thread may sleep: until the oldest pending row is due, a whole interval when none is
+        pending (a row that comes meanwhile is then due no sooner than that). A fixed interval let a row that came
+        just after a wake-up wait almost two."""
+        interval = cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS")
+        with self._lock:
+            if not self._pending:
+                return interval
+            return max(0.0, self._oldest + interval - monotonic())
+
     def write_if_due(self) -> None:
         if self.is_due():
             self.flush()
@@ -239,9 +249,9 @@ class BatchWriter:
         return thread
 
     def _write_batches(self) -> None:
-        # Wakes when a batch is full, and at least once per interval for a batch that has grown old.
+        # Wakes when a batch is full, and when the oldest row of a batch becomes due.
         while not self._closing:
-            self._wake.wait(cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS"))
+            self._wake.wait(self.seconds_until_due())
             self._wake.clear()
             if not self._closing and self.is_due():
                 # As at the end of a request: drop the thread's connection if broken or past CONN_MAX_AGE.

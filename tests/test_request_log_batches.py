@@ -163,6 +163,20 @@ def test_a_row_whose_merchant_is_gone_is_dropped_and_the_rest_written(writer, mo
     assert "dropped 1 request-log rows whose merchant or key no longer exists" in caplog.text
 
 
+def test_the_thread_sleeps_until_the_oldest_row_is_due_so_no_row_waits_longer_than_the_interval(writer, monkeypatch):
+    no_writer_thread(monkeypatch)
+    batch, fake_time = writer
+    assert batch.seconds_until_due() == INTERVAL  # nothing pending: a row that comes is due an interval later
+    batch.add(request_log.LoggedRequest(1, None, datetime.now(UTC), None, "POST", "/x", 200, ""))
+    fake_time.now += 0.3
+    batch.add(request_log.LoggedRequest(1, None, datetime.now(UTC), None, "POST", "/x", 200, ""))
+    assert batch.seconds_until_due() == pytest.approx(INTERVAL - 0.3)
+    fake_time.now += 0.7
+    assert batch.seconds_until_due() == 0 and batch.is_due()
+    fake_time.now += 5
+    assert batch.seconds_until_due() == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_thread_writes_a_batch_once_it_is_due_and_close_writes_the_rest(writer):
     from dashboard.models import Merchant
