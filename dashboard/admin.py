@@ -1,6 +1,7 @@
 """Staff's view of users, merchants and memberships, authenticators and the audit trail."""
 from django import forms
 from django.contrib import admin
+from django.forms.models import BaseInlineFormSet
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
@@ -80,8 +81,23 @@ class GroupAdmin(StaffModelAdminMixin, DjangoGroupAdmin):
     pass
 
 
+class MembershipFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        if self.instance.pk is None or not Membership.objects.owners_of(self.instance).exists():
+            return
+        owners = [form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")
+                  and form.cleaned_data.get("role") == Role.OWNER]
+        if not owners:
+            # No one left to stop its active key: only Owners manage keys, and staff do not.
+            raise forms.ValidationError(
+                "A merchant keeps at least one Owner: make another member Owner before removing or changing the last."
+            )
+
+
 class MembershipInline(StaffModelAdminMixin, admin.TabularInline):
     model = Membership
+    formset = MembershipFormSet
     extra = 1
     autocomplete_fields = ["user"]
     fields = ["user", "role", "created_at"]

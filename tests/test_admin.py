@@ -314,6 +314,31 @@ def test_a_group_or_permission_naming_no_row_is_a_form_error_and_changes_nothing
     assert not owner.groups.exists() and not owner.user_permissions.exists()
 
 
+@pytest.mark.parametrize("row", [(Role.OWNER, True), (Role.VIEW, False)], ids=["removed", "made View"])
+def test_the_last_owner_cannot_be_removed_or_demoted(staff_client, owner, merchant, row):
+    role, delete = row
+    membership = Membership.objects.get(user=owner)
+    url = reverse("admin:dashboard_merchant_change", args=[merchant.pk])
+
+    response = staff_client.post(url, merchant_form(merchant, [(membership, owner, role, delete)]))
+
+    assert response.status_code == 200
+    assert "A merchant keeps at least one Owner" in response.content.decode()
+    assert Membership.objects.get(pk=membership.pk).role == Role.OWNER
+    assert not AuditEvent.objects.filter(action__startswith="membership_").exists()
+
+
+def test_an_owner_can_go_while_another_stays(staff_client, owner, merchant):
+    second = helpers.create_member(merchant, Role.OWNER, "second-owner@acme.test")
+
+    save_merchant(staff_client, merchant, [
+        (Membership.objects.get(user=owner), owner, Role.OWNER, True),
+        (Membership.objects.get(user=second), second, Role.OWNER, False),
+    ])
+
+    assert list(Membership.objects.owners_of(merchant).values_list("user__email", flat=True)) == [second.email]
+
+
 def membership_events():
     return list(
         AuditEvent.objects.filter(action__startswith="membership_").order_by("id")
