@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.net import client_ip
+from keys.models import ApiKey
 
 from . import request_log
 from .authentication import authenticate, find_key, read_body
@@ -53,22 +54,39 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
             request_log.mark_used(signed.key, address, now)
         except SandboxError as error:
             response, error_code = error.response(), error.code
+            if isinstance(error, MethodNotAllowed):
+                key = key_named_by(request)
             log_refusal(error.code, key.public_key if key is not None else "-", address, request.path)
         except DatabaseError:
             # SECURITY: fail closed: with no database nothing can be checked, so nothing is accepted.
             logger.exception("database error in the sandbox API")
             return Unavailable().response()
-        if key is not None:
-            try:
-                request_log.record_request(
-                    key=key, at=now, client_ip=address, method=request.method, path=request.path,
-                    status=response.status_code, error_code=error_code,
-                )
-            except DatabaseError:
-                logger.exception("could not write the request log")
+        record_for_key(key, request, now, address, response, error_code)
         return response
 
     return wrapper
+
+
+def key_named_by(request) -> ApiKey | None:
+    """The key a request names, for its merchant's log only: a request with the wrong method or path is an
+    integrator's mistake the "API requests" page should show, though nothing else was checked."""
+    try:
+        return find_key(request)[0]
+    except DatabaseError:
+        logger.exception("could not look up the key of a refused request")
+        return None
+
+
+def record_for_key(key: ApiKey | None, request, now, address: str | None, response, error_code: str) -> None:
+    if key is None:
+        return
+    try:
+        request_log.record_request(
+            key=key, at=now, client_ip=address, method=request.method, path=request.path,
+            status=response.status_code, error_code=error_code,
+        )
+    except DatabaseError:
+        logger.exception("could not write the request log")
 
 
 @csrf_exempt
@@ -110,4 +128,6 @@ def currencies_list(request, signed):
 
 @csrf_exempt
 def not_found(request, rest=""):
-    return NotFound().response()
+    response = NotFound().response()
+    record_for_key(key_named_by(request), request, timezone.now(), client_ip(request), response, NotFound.code)
+    return response

@@ -97,11 +97,23 @@ def test_requests_naming_no_known_key_belong_to_no_merchant_and_are_not_logged(c
     assert not ApiRequest.objects.exists()
 
 
-def test_oversized_and_wrong_method_requests_are_refused_before_the_key_is_looked_up(client, clock, key_pair):
+def test_an_oversized_body_is_refused_before_the_key_is_looked_up_so_it_is_not_logged(client, clock, key_pair):
     assert_error(api(client, pair=key_pair, body=b" " * (1024 * 1024 + 1)), "body_too_large")
-    assert_error(api(client, pair=key_pair, method="GET"), "method_not_allowed")
 
     assert not ApiRequest.objects.exists()
+
+
+def test_a_wrong_method_or_path_with_a_known_key_is_logged_for_its_merchant(client, clock, key_pair, merchant):
+    assert_error(api(client, pair=key_pair, method="GET"), "method_not_allowed")
+    assert_error(api(client, "account/list", pair=key_pair), "not_found")  # a typo in the path
+    assert_error(api(client, "account/list", key=UNKNOWN_KEY, secret="s"), "not_found")  # no key: nothing to log
+
+    assert list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list(
+        "method", "path", "status", "error_code", "api_key_id")) == [
+        ("GET", "/api/v2/accounts/list", 405, "method_not_allowed", key_pair.key.pk),
+        ("POST", "/api/v2/account/list", 404, "not_found", key_pair.key.pk),
+    ]
+    assert ApiRequest.objects.count() == 2
 
 
 def test_log_never_holds_the_body_the_signature_or_the_secret(client, clock, key_pair, merchant):
@@ -122,8 +134,9 @@ def test_log_never_holds_the_body_the_signature_or_the_secret(client, clock, key
 
 
 def test_long_paths_and_methods_are_cut_to_fit(client, clock, key_pair, merchant):
-    api(client, "x" * 500, pair=key_pair)  # unknown path: no key lookup, not logged
-    assert not ApiRequest.objects.exists()
+    api(client, "x" * 500, pair=key_pair)  # an unknown path, logged for the key's merchant
+    assert len(ApiRequest.objects.get().path) == 200
+    ApiRequest.objects.all().delete()
 
     request_log.record_request(
         key=key_pair.key, at=timezone.now(), client_ip=None, method="PROPFIND-LONG-METHOD",
