@@ -76,7 +76,8 @@ class RefusalReason(enum.Enum):
     MALFORMED = "malformed"
     WRONG = "wrong"
     REUSED = "reused"
-    THROTTLED = "throttled"
+    THROTTLED = "throttled"  # django-otp's growing wait after a wrong code
+    TOO_MANY_FAILURES = "too_many_failures"  # the account's ceiling on failures (dashboard.rate_limit)
     NO_DEVICE = "no_device"
 
 
@@ -94,7 +95,9 @@ class CodeRefused(Exception):
         if self.reason is RefusalReason.REUSED:
             return "That code has already been used. Wait for your app to show a new code."
         if self.reason is RefusalReason.THROTTLED:
-            return f"Too many wrong codes. {_retry_phrase(self.retry_at)}"
+            return f"After a wrong code the next one must wait. {_retry_phrase(self.retry_at)}"
+        if self.reason is RefusalReason.TOO_MANY_FAILURES:
+            return f"Too many wrong codes for this account. {_retry_phrase(self.retry_at)}"
         if self.reason is RefusalReason.NO_DEVICE:
             return "Your account has no authenticator set up for this kind of code."
         if self.reason is RefusalReason.MALFORMED:
@@ -160,7 +163,7 @@ def verify_fresh_code(
     """
     attempt = rate_limit.begin_attempt(user.email)
     if attempt.retry_at is not None:
-        refusal = CodeRefused(RefusalReason.THROTTLED, retry_at=attempt.retry_at)
+        refusal = CodeRefused(RefusalReason.TOO_MANY_FAILURES, retry_at=attempt.retry_at)
         record(
             AuditAction.OTP_THROTTLED, actor=user, merchant=merchant, outcome=AuditOutcome.REFUSED,
             context=context, details={"purpose": purpose, "reason": "hourly limit"},

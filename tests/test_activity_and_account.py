@@ -364,7 +364,7 @@ def test_regenerating_is_throttled_after_a_wrong_code(owner_client, owner, clock
     response = regenerate(owner_client, helpers.current_code(owner))
 
     assert response.context["form"].errors["code"] == [
-        "Too many wrong codes. Try again in 1 second (at 12:00:01 UTC)."
+        "After a wrong code the next one must wait. Try again in 1 second (at 12:00:01 UTC)."
     ]
     assert backup_tokens(owner) == []
     clock.advance(1)

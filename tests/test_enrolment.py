@@ -201,7 +201,7 @@ def test_wrong_codes_at_enrolment_are_throttled(client, newcomer, clock):
 
     response = confirm(client, code_of(device))
 
-    assert response.context["form"].errors["code"] == ["Too many wrong codes. Try again in 1 second (at 12:00:01 UTC)."]
+    assert response.context["form"].errors["code"] == ["After a wrong code the next one must wait. Try again in 1 second (at 12:00:01 UTC)."]
     device.refresh_from_db()
     assert device.confirmed is False
     clock.advance(1)

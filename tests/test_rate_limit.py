@@ -93,7 +93,8 @@ def test_wrong_codes_count_towards_the_limit_and_then_even_a_right_code_is_refus
         clock.advance(600)  # past django-otp's own growing delay, which is not what this test is about
     with pytest.raises(CodeRefused) as refused:
         verify_fresh_code(owner, helpers.current_code(owner), context=CONTEXT, purpose="test")
-    assert refused.value.reason is RefusalReason.THROTTLED
+    assert refused.value.reason is RefusalReason.TOO_MANY_FAILURES
+    assert refused.value.message.startswith("Too many wrong codes for this account. Try again in ")
     device = helpers.totp_device(owner)
     assert device.last_t == -1, "the right code must not have been processed"
     assert AuditEvent.objects.filter(action=AuditAction.OTP_THROTTLED, details__reason="hourly limit").count() == 1

@@ -334,17 +334,17 @@ def test_throttling_starts_after_wrong_codes_and_says_when_to_retry(client, owne
 
     assert form_errors(code_step(client, wrong)) == [WRONG_MESSAGE]  # 12:00:00, 1st failure
     response = code_step(client, right)
-    assert form_errors(response) == ["Too many wrong codes. Try again in 1 second (at 12:00:01 UTC)."]
+    assert form_errors(response) == ["After a wrong code the next one must wait. Try again in 1 second (at 12:00:01 UTC)."]
 
     clock.advance(1)
     assert form_errors(code_step(client, wrong)) == [WRONG_MESSAGE]  # 12:00:01, 2nd failure
     response = code_step(client, right)
-    assert form_errors(response) == ["Too many wrong codes. Try again in 2 seconds (at 12:00:03 UTC)."]
+    assert form_errors(response) == ["After a wrong code the next one must wait. Try again in 2 seconds (at 12:00:03 UTC)."]
     assert "Try again in 2 seconds" in response.content.decode()
 
     clock.advance(1)
     response = code_step(client, right)
-    assert form_errors(response) == ["Too many wrong codes. Try again in 1 second (at 12:00:03 UTC)."]
+    assert form_errors(response) == ["After a wrong code the next one must wait. Try again in 1 second (at 12:00:03 UTC)."]
     assert not is_authenticated(client)
     device = helpers.totp_device(owner)
     assert device.throttling_failure_count == 2  # being throttled does not count as a failure

@@ -189,7 +189,7 @@ def test_throttling_refuses_even_the_right_code_until_the_delay_has_passed(owner
 
     assert refusal.reason is RefusalReason.THROTTLED
     assert refusal.retry_at == datetime(2026, 11, 27, 12, 0, 1, tzinfo=timezone.utc)
-    assert refusal.message == "Too many wrong codes. Try again in 1 second (at 12:00:01 UTC)."
+    assert refusal.message == "After a wrong code the next one must wait. Try again in 1 second (at 12:00:01 UTC)."
     event = AuditEvent.objects.latest("id")
     assert (event.action, event.outcome) == (AuditAction.OTP_THROTTLED, AuditOutcome.REFUSED)
     assert (event.ip_address, event.user_agent) == (CONTEXT.ip_address, CONTEXT.user_agent)
@@ -206,7 +206,7 @@ def test_the_throttle_message_counts_in_minutes_past_two_minutes(owner, clock):
 
     refusal = refusal_of(owner, helpers.current_code(owner))
 
-    assert refusal.message == "Too many wrong codes. Try again in 5 minutes (at 12:04:16 UTC)."
+    assert refusal.message == "After a wrong code the next one must wait. Try again in 5 minutes (at 12:04:16 UTC)."
 
 
 def test_a_user_without_a_device_is_refused(merchant, clock):
