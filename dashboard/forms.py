@@ -3,7 +3,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from .models import time_zones
-from .two_factor import MAX_CODE_INPUT_LENGTH, parse_code
+from .two_factor import MAX_CODE_INPUT_LENGTH, CodeKind, parse_code
 
 SIGN_IN_REFUSED_MESSAGE = "The email address or password is not right."
 
@@ -69,8 +69,27 @@ class CodeForm(forms.Form):
         self.add_error("code", ValidationError(refusal.message, code=refusal.reason.value))
 
 
+AUTHENTICATOR_CODE_MESSAGE = "Enter the 6-digit code your authenticator app shows for this account."
+
+
+class AuthenticatorCodeField(CodeField):
+    """Enrolment's code: the app's six digits only; there are no backup codes yet."""
+
+    default_error_messages = {"required": AUTHENTICATOR_CODE_MESSAGE}
+
+    def clean(self, value):
+        value = forms.CharField.clean(self, value)  # required and stripped; the shape is checked here
+        try:
+            code = parse_code(value)
+        except ValidationError:
+            code = None
+        if code is None or code.kind is not CodeKind.TOTP:
+            raise ValidationError(AUTHENTICATOR_CODE_MESSAGE, code="malformed")
+        return code.value
+
+
 class EnrolmentForm(CodeForm):
-    code = CodeField(help_text="The 6-digit code your authenticator app shows for this account.")
+    code = AuthenticatorCodeField(help_text="The 6-digit code your authenticator app shows for this account.")
 
 
 class TimeZoneForm(forms.Form):
