@@ -11,8 +11,8 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from dashboard.models import AuditAction, AuditEvent, Role
 from dashboard.forms import AUTHENTICATOR_CODE_MESSAGE
+from dashboard.models import AuditAction, AuditEvent, Role
 from dashboard.two_factor import backup_code_digest, pending_authenticator
 
 from . import helpers
