@@ -92,18 +92,21 @@ def diagnose(body: bytes, signature: str, *, secret: str, public_key: str, other
         newline_variants += [candidate + b"\n", candidate + b"\r\n"]
         if candidate.rstrip(b"\r\n") != candidate:
             newline_variants.append(candidate.rstrip(b"\r\n"))
-    if _matches_any(secret, newline_variants, signature):
+    newline = _matches_any(secret, newline_variants, signature)
+    if newline:
         hints.append(
             "The signature was made over the body with a different trailing newline (\\n or \\r\\n). "
             "Sign exactly the bytes you send, and send exactly the bytes you signed."
         )
 
+    # Only where the newline does not explain it already: the stripped body is one of the newline's variants too.
     reserialised = [variant for candidate in bodies for variant in _reserialised(candidate)]
     stripped = [candidate.strip() for candidate in bodies if candidate.strip() != candidate]
-    if _matches_any(secret, reserialised + stripped, signature):
+    if not newline and _matches_any(secret, reserialised + stripped, signature):
         hints.append(
-            "The signature matches the same JSON with different whitespace or pretty-printing: the body was "
-            "re-serialised after signing (or before, differently). Sign the final bytes of the request body."
+            "The signature matches the same JSON written differently (whitespace, pretty-printing or escaped "
+            "characters such as \\u00e9): the body was re-serialised after signing (or before, differently). Sign "
+            "the final bytes of the request body."
         )
 
     for other_public_key, other_secret in other_secrets.items():

@@ -33,7 +33,7 @@ HINTS = {
     "base64": "The signature is Base64",
     "upper": "upper-case hexadecimal",
     "newline": "different trailing newline",
-    "whitespace": "different whitespace or pretty-printing",
+    "whitespace": "the same JSON written differently (whitespace, pretty-printing or escaped",
     "other_key": "secret of another API key of this merchant",
     "api_key": "signed with the API key itself",
     "none": "No common mistake explains it.",
@@ -110,6 +110,22 @@ def test_each_mistake_earns_its_hint(mistake):
             assert not any(text in given for given in diagnosis.hints), (other, diagnosis.hints)
     for text in diagnosis.hints:
         assert_reveals_nothing(text, secret=SECRET, body=body, others=(OTHER_SECRET,))
+
+
+def test_a_trailing_newline_earns_that_hint_alone():
+    body = BODY + "\n"  # pasted with a newline; the signature was made over the body without it
+    diagnosis = diagnose(body.encode(), crypto.sign(SECRET, BODY.encode()), secret=SECRET, public_key=PUBLIC_KEY,
+                         other_secrets={})
+
+    assert len(diagnosis.hints) == 1 and HINTS["newline"] in diagnosis.hints[0], diagnosis.hints
+
+
+def test_escaped_characters_are_named_among_the_ways_json_is_written_differently():
+    sent, signed = '{"name":"café"}', '{"name":"caf\\u00e9"}'
+    diagnosis = diagnose(sent.encode(), crypto.sign(SECRET, signed.encode()), secret=SECRET, public_key=PUBLIC_KEY,
+                         other_secrets={})
+
+    assert diagnosis.hints == (next(text for text in diagnosis.hints if HINTS["whitespace"] in text),)
 
 
 def test_other_key_hint_names_that_key():

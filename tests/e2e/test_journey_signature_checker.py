@@ -36,7 +36,7 @@ def test_signature_checker_explains_common_mistakes(page, clock):
     check(PRETTY, crypto.sign(secret, COMPACT.encode()))
     result = page.get_by_role("alert")
     expect(result).to_contain_text("The signature does not match.")
-    expect(result).to_contain_text("The signature matches the same JSON with different whitespace or pretty-printing")
+    expect(result).to_contain_text("The signature matches the same JSON written differently (whitespace, pretty-printing")
     journey.check("pretty-printed", widths=(PHONE, TABLET))
 
     # The right digest, Base64 instead of hex.
