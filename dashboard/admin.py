@@ -1,12 +1,12 @@
 """Staff's view of users, merchants and memberships, authenticators and the audit trail."""
 from django import forms
 from django.contrib import admin
-from django.forms.models import BaseInlineFormSet
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.db.models import Count, Q
+from django.forms.models import BaseInlineFormSet
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 

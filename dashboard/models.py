@@ -187,7 +187,7 @@ REFUSAL_REASONS = {
     "reused": "2FA code already used",
     "throttled": "too many wrong 2FA codes",
     "no_device": "no authenticator set up",
-    "hourly limit": "too many failures this hour",
+    "hourly limit": "too many failures in the last hour",
     "wrong password": "wrong password",
     "unknown email": "unknown email",
     "another_key_active": "another key was active",
