@@ -102,7 +102,8 @@ def gunicorn(transactional_db, tmp_path):
     port = _free_port()
     log = open(tmp_path / "gunicorn.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "gunicorn", "dashboard.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+         "--access-logfile", "-"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
@@ -218,3 +219,6 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
     server_log = (tmp_path / "gunicorn.log").read_text()
     assert "Logging error" not in server_log
     assert server_log.count("Worker exiting") == 2
+    # An access line per request, as `make serve` writes them (gunicorn.conf.py's logger): the signed calls'.
+    assert len(re.findall(r'^127\.0\.0\.1 - - \[[^]]+\] "POST /api/v2/accounts/list HTTP/1\.1" 200 \d+ "-" "[^"]*"$',
+                          server_log, re.MULTILINE)) >= 13
