@@ -4,14 +4,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import DatabaseError
 from django.http import HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.net import client_ip
+from dashboard.settings_cache import cached_setting
 from keys.models import ApiKey
 
 from . import request_log
@@ -42,7 +43,7 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
         key = None
         error_code = ""
         address = client_ip(request)
-        now = timezone.now()
+        now = current_time()
         try:
             if request.method != "POST":
                 raise MethodNotAllowed("POST")
@@ -65,6 +66,12 @@ def signed_endpoint(view=None, *, with_balances: bool = False):
         return response
 
     return wrapper
+
+
+def current_time() -> datetime:
+    """``timezone.now()``, with USE_TZ read once per settings change: through Django's settings object it was half
+    of timezone.now()'s 7k instructions, on every signed request."""
+    return datetime.now(UTC) if cached_setting("USE_TZ") else datetime.now()
 
 
 def key_named_by(request) -> ApiKey | None:
@@ -129,5 +136,5 @@ def currencies_list(request, signed):
 @csrf_exempt
 def not_found(request, rest=""):
     response = NotFound().response()
-    record_for_key(key_named_by(request), request, timezone.now(), client_ip(request), response, NotFound.code)
+    record_for_key(key_named_by(request), request, current_time(), client_ip(request), response, NotFound.code)
     return response
