@@ -17,6 +17,7 @@ from django.views.generic import TemplateView
 from dashboard.access import ActionMixin, OwnerRequiredMixin
 from dashboard.audit import RequestContext
 from dashboard.forms import CodeForm
+from dashboard.pagination import requested_page
 from dashboard.qr import qr_code_svg
 from dashboard.two_factor import CodeRefused
 
@@ -66,7 +67,7 @@ class KeyListView(OwnerRequiredMixin, TemplateView):
             .select_related("created_by", "activated_by")
             .order_by("-created_at", "-id")
         )
-        page = Paginator(keys, KEYS_PAGE_SIZE).get_page(self.request.GET.get("page"))
+        page = requested_page(Paginator(keys, KEYS_PAGE_SIZE), self.request.GET.get("page"))
         rows = [(key, row_actions(key, self.merchant.slug)) for key in page.object_list]
         return super().get_context_data(
             rows=rows,
@@ -85,7 +86,7 @@ class ArchivedKeyListView(OwnerRequiredMixin, TemplateView):
             ApiKey.objects.for_merchant(self.merchant).archived()
             .select_related("archived_by").order_by("-archived_at", "-id")
         )
-        page = Paginator(keys, ARCHIVED_PAGE_SIZE).get_page(self.request.GET.get("page"))
+        page = requested_page(Paginator(keys, ARCHIVED_PAGE_SIZE), self.request.GET.get("page"))
         return super().get_context_data(page=page, keys=page.object_list, **kwargs)
 
 

@@ -7,6 +7,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView
 
 from dashboard.access import OwnerRequiredMixin
+from dashboard.pagination import requested_page
 from keys.models import ApiKey
 from keys.secret_store import open_secret
 
@@ -31,7 +32,9 @@ class RequestLogView(OwnerRequiredMixin, TemplateView):
                 requests = requests.filter(status__lt=400)
             elif form.cleaned_data["outcome"] == "refused":
                 requests = requests.filter(status__gte=400)
-        page = Paginator(requests[:REQUEST_LOG_SIZE], REQUEST_LOG_PAGE_SIZE).get_page(self.request.GET.get("page"))
+        page = requested_page(
+            Paginator(requests[:REQUEST_LOG_SIZE], REQUEST_LOG_PAGE_SIZE), self.request.GET.get("page"),
+        )
         query = self.request.GET.copy()
         query.pop("page", None)
         return super().get_context_data(

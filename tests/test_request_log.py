@@ -253,6 +253,18 @@ def test_page_shows_at_most_the_log_size_in_pages_of_fifty(client, clock, owner,
     assert client.get(log_url(merchant, page="nonsense")).status_code == 200
 
 
+def test_page_zero_of_the_request_log_shows_its_newest_requests(client, clock, owner, merchant, key_pair):
+    make_rows(merchant, key_pair.key, 120)
+    helpers.sign_in_verified(client, owner)
+
+    first = client.get(log_url(merchant)).context["page"]
+    for requested in ("0", "-1"):
+        page = client.get(log_url(merchant, page=requested)).context["page"]
+        assert page.number == 1
+        assert list(page.object_list) == list(first.object_list)
+
+
+
 # Pruning
 
 

@@ -17,6 +17,7 @@ from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Role
 from keys import crypto, services
 from keys.models import ApiKey, KeyStatus
 from keys.secret_store import seal_secret
+from keys.views import ARCHIVED_PAGE_SIZE, KEYS_PAGE_SIZE
 
 from . import helpers
 
@@ -676,3 +677,12 @@ def test_list_shows_when_and_where_a_key_was_last_used(clock, merchant, owner_cl
     )
     page = text(owner_client.get(url("keys:list", merchant)))
     assert "2026-11-25 11:43" in page and "203.0.113.44" in page
+
+
+@pytest.mark.parametrize(("view", "status"), [("keys:list", KeyStatus.GENERATED), ("keys:archived", KeyStatus.ARCHIVED)])
+def test_page_zero_of_the_key_lists_shows_the_first_page(view, status, clock, merchant, owner_client):
+    for number in range(max(KEYS_PAGE_SIZE, ARCHIVED_PAGE_SIZE) + 1):
+        make_key(merchant, status, name=f"key {number}")
+
+    for requested in ("0", "-1"):
+        assert owner_client.get(url(view, merchant) + f"?page={requested}").context["page"].number == 1
