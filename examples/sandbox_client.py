@@ -29,8 +29,26 @@ def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:8]
 
 
+class NotJson(ValueError):
+    """The server answered, but not with JSON: not the sandbox API (a wrong --base-url, a proxy's error page)."""
+
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        first_line = body.decode("utf-8", "replace").strip().splitlines()[0][:120] if body.strip() else ""
+        super().__init__(f"HTTP {status}, {content_type or 'no Content-Type'}, not JSON: {first_line!r}")
+        self.status = status
+
+
+def _json_of(status: int, content_type: str, body: bytes):
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        raise NotJson(status, content_type, body) from None
+
+
 def call(base_url: str, method: str, key: str, secret: str, payload: dict | None = None, timeout: float = 10):
-    """POST ``payload`` to /api/v2/<method>, signed; returns (status, parsed JSON body)."""
+    """POST ``payload`` to /api/v2/<method>, signed; returns (status, parsed JSON body).
+
+    Raises NotJson when the answer is not JSON, OSError when there is none."""
     # Serialise once and sign those bytes: re-serialising after signing is the classic mistake.
     body = json.dumps(payload or {}, separators=(",", ":")).encode()
     request = urllib.request.Request(
@@ -45,9 +63,9 @@ def call(base_url: str, method: str, key: str, secret: str, payload: dict | None
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, _json_of(response.status, response.headers.get("Content-Type"), response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
+        return error.code, _json_of(error.code, error.headers.get("Content-Type"), error.read())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         # No answer at all (nothing listening, a wrong host): say where it looked, not a traceback.
         reason = getattr(error, "reason", error)
         print(f"no answer from {args.base_url}: {reason} (is the server running? see --base-url)", file=sys.stderr)
+        return 2
+    except NotJson as error:
+        print(f"{args.base_url} answered {error} (is it the sandbox? see --base-url)", file=sys.stderr)
         return 2
     print(f"HTTP {status}", file=sys.stderr)
     print(json.dumps(answer, indent=2))

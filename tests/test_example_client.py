@@ -194,3 +194,23 @@ def test_command_line_says_where_it_looked_when_nothing_answers(capsys):
     error = capsys.readouterr().err
     assert f"no answer from {base_url}" in error and "is the server running?" in error
     assert "Traceback" not in error
+
+
+def test_command_line_says_what_answered_when_it_is_not_json(live_server, live_pair, capsys):
+    key, secret = live_pair
+    base_url = f"{live_server.url}/m"  # the dashboard's HTML 404 page answers there, not the API
+
+    status = sandbox_client.main(["accounts/list", f"--base-url={base_url}", f"--key={key.public_key}",
+                                  f"--secret={secret}"])
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"{base_url} answered HTTP 404, text/html; charset=utf-8, not JSON: '<!doctype html>'" in error
+    assert "is it the sandbox?" in error and "Traceback" not in error
+
+
+def test_client_raises_not_json_for_an_answer_that_is_not_json(live_server, live_pair):
+    key, secret = live_pair
+    with pytest.raises(sandbox_client.NotJson) as raised:
+        sandbox_client.call(f"{live_server.url}/m", "accounts/list", key.public_key, secret)
+    assert raised.value.status == 404
