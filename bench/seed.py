@@ -119,9 +119,10 @@ def _bulk(model, rows) -> int:
 
 def column_value(field, database) -> Callable[[object], object]:
     """What ``field.get_db_prep_save(field.pre_save(row, True), database)`` makes of a row's value, as _bulk writes
-    it: through Django for most fields, directly for times and foreign keys, which were half of the seeding's time
-    that way (a row's times alone 40 µs). No field of the seeded models sets itself on save (auto_now), so
-    ``pre_save`` is the attribute; tests/test_bench_seed.py compares the two for rows of every kind seeded."""
+    it: through Django for most fields, directly for times and foreign keys, the costliest that way (the 100,000-row
+    stage took 31 → 22 s on SQLite and 38 → 32 s on PostgreSQL in the bench's runs). No field of the seeded models
+    sets itself on save (auto_now), so ``pre_save`` is the attribute; tests/test_bench_seed.py compares the two for
+    rows of every kind seeded."""
     if isinstance(field, models.DateTimeField) and not (field.auto_now or field.auto_now_add):
         if database.vendor == "postgresql":
             text = postgresql_copy_datetime_text
