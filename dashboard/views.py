@@ -327,6 +327,14 @@ class TimeZoneView(AccountActionMixin, View):
         return _account_security_page(request, time_zone_form=form)
 
 
+def csrf_failure(request, reason=""):
+    """Django's answer to a form it cannot trust, which also explains the one such form a person meets by reloading
+    a page: the one that showed their backup codes. Its form was sent before the sign-in it completed renewed the
+    CSRF token, so a reload cannot be trusted, and the codes cannot be shown again anyway."""
+    codes_page_reloaded = request.user.is_authenticated and request.path == reverse("dashboard:enrol")
+    return render(request, "403_csrf.html", {"codes_page_reloaded": codes_page_reloaded}, status=403)
+
+
 def bad_request(request, exception):
     """Django's 400 view without its CSRF decorator, which reads request.POST: for a body Django refused to parse
     (a form in another charset than UTF-8) that raised again, and the 500 view's did too, ending in gunicorn's bare

@@ -173,6 +173,43 @@ def test_backup_codes_are_shown_once_only(client, newcomer, clock):
     assert not any(code.replace("-", "") in session_values for code in shown)
 
 
+
+def form_token(browser, url) -> str:
+    return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', browser.get(url).content.decode())[1]
+
+
+def test_reloading_the_backup_codes_page_says_they_were_shown_once_and_where_to_make_new(newcomer, clock):
+    browser = Client(enforce_csrf_checks=True)  # as a browser: each form carries the token of its page
+    signed_in = browser.post(reverse("dashboard:sign-in"), {
+        "csrfmiddlewaretoken": form_token(browser, reverse("dashboard:sign-in")),
+        "email": newcomer.email, "password": helpers.PASSWORD,
+    })
+    assert signed_in["Location"] == reverse("dashboard:enrol")
+    form = {"csrfmiddlewaretoken": form_token(browser, reverse("dashboard:enrol")),
+            "code": code_of(pending_authenticator(newcomer))}
+    shown = BACKUP_CODE_SHAPE.findall(browser.post(reverse("dashboard:enrol"), form).content.decode())
+    assert len(shown) == 10
+    events = AuditEvent.objects.count()
+
+    reloaded = browser.post(reverse("dashboard:enrol"), form)  # a reload sends the same form again
+
+    page = reloaded.content.decode()
+    assert reloaded.status_code == 403
+    assert "your backup codes, which are shown once only" in page
+    assert f'href="{reverse("dashboard:account-security")}"' in page
+    assert not any(code in page for code in shown)
+    assert is_verified(browser) and AuditEvent.objects.count() == events
+    assert StaticToken.objects.filter(device__user=newcomer).count() == 10
+
+
+def test_a_form_that_expired_elsewhere_still_says_to_go_back_and_reload(owner, clock):
+    browser = Client(enforce_csrf_checks=True)
+    helpers.sign_in_verified(browser, owner)
+
+    page = browser.post(reverse("dashboard:time-zone"), {"time_zone": "UTC"}).content.decode()
+
+    assert "Go back, reload the page and try again." in page and "backup codes" not in page
+
 def test_a_backup_code_from_enrolment_works_at_the_next_sign_in(client, newcomer, clock):
     shown = BACKUP_CODE_SHAPE.findall(confirm(client, code_of(start_enrolment(client, newcomer))).content.decode())
 
