@@ -12,7 +12,10 @@ class RequestLogFilterForm(forms.Form):
 
     def __init__(self, *args, keys=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["key"].choices = [("", "All keys")] + [(str(key.pk), key.public_key) for key in keys]
+        # Named as the API keys tab names them, with their status: an archived key's requests stay in the log.
+        self.fields["key"].choices = [("", "All keys")] + [
+            (str(key.pk), f"{key} · {key.get_status_display().lower()}") for key in keys
+        ]
 
 
 class SignatureCheckForm(forms.Form):

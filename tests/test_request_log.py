@@ -332,6 +332,20 @@ def test_log_rows_keep_their_time(client, clock, key_pair, merchant):
     assert second.created_at - first.created_at == timedelta(seconds=90)
 
 
+def test_key_filter_names_each_key_with_its_status(client, clock, owner, merchant):
+    old = activate_new_key(clock, owner, merchant, name="old checkout")
+    deactivate(clock, owner, merchant, old)
+    new = activate_new_key(clock, owner, merchant)  # no name: its public key alone, as on the API keys tab
+    helpers.sign_in_verified(client, owner)
+
+    choices = client.get(log_url(merchant)).context["form"].fields["key"].choices
+
+    assert choices == [
+        ("", "All keys"),
+        (str(new.key.pk), f"{new.key.public_key} · active"),
+        (str(old.key.pk), f"old checkout ({old.key.public_key}) · deactivated"),
+    ]
+
 def test_page_links_keep_the_filters(owner_client, merchant, key_pair):
     make_rows(merchant, key_pair.key, 60)
     url = reverse("integration:request-log", args=[merchant.slug])
