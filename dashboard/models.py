@@ -250,6 +250,11 @@ class AuditEvent(models.Model):
         return f"{_changed_value_display(details['from'])} → {_changed_value_display(details['to'])}"
 
     @property
+    def staff_reason(self) -> str:
+        """Why platform staff did it, for the actions staff take on a merchant's behalf (a key deactivated)."""
+        return self.details.get("staff_reason", "") if isinstance(self.details, dict) else ""
+
+    @property
     def target_display(self) -> str:
         kind, separator, value = self.target.partition(":")
         return f"{TARGET_KINDS[kind]} {value}" if separator and kind in TARGET_KINDS else self.target

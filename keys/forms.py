@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from dashboard.forms import CodeForm
 
 from .allowlist import Allowlist, format_allowlist, parse_allowlist
+from .services import STAFF_REASON_MAX_LENGTH, STAFF_REASON_REQUIRED_MESSAGE, STAFF_REASON_TOO_LONG_MESSAGE
 
 NAME_MAX_LENGTH = 100
 # Room for 100 full IPv6 networks with separators; longer input is refused before parsing.
@@ -75,6 +76,20 @@ class ActivateKeyForm(CodeForm):
 
 class AllowlistForm(ActivateKeyForm):
     pass
+
+
+class StaffDeactivationForm(CodeForm):
+    """Platform staff deactivating a merchant's key (admin): why, and the staff member's own 2FA code."""
+
+    reason = forms.CharField(
+        label="Reason",
+        max_length=STAFF_REASON_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Emailed to the merchant's Owners and kept in its Activity, e.g. “Secret key posted in a public "
+        "repository, reported to support”.",
+        error_messages={"required": STAFF_REASON_REQUIRED_MESSAGE, "max_length": STAFF_REASON_TOO_LONG_MESSAGE},
+    )
+    field_order = ["reason", "code"]
 
 
 class RenameKeyForm(forms.Form):

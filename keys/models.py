@@ -129,6 +129,8 @@ class ApiKey(models.Model):
     class Meta:
         verbose_name = "API key"
         ordering = ["-created_at", "-id"]
+        # Staff change nothing else of a key; this one action stops a key a merchant's Owners cannot (admin).
+        permissions = [("deactivate_apikey", "Can deactivate a merchant's API key (staff)")]
         indexes = [
             models.Index(fields=["merchant", "status"], name="apikey_merchant_status"),
             # The API keys page's order, so the database reads it from the index instead of sorting.

@@ -38,9 +38,15 @@ def _when(at: datetime, time_zone: str) -> str:
     return f"{at.astimezone(zone):%Y-%m-%d %H:%M:%S} {time_zone} ({utc})"
 
 
-def _message(key, what: str, actor, context: RequestContext, when: str) -> tuple[str, str]:
+def _message(key, what: str, actor, context: RequestContext, when: str, staff_reason: str) -> tuple[str, str]:
     subject = f"[{key.merchant.name}] API key {what}"
     allowed = ", ".join(key.allowed_networks) or "any IP address"
+    if staff_reason:
+        by = f"By: {actor.email} (platform staff)\nReason: {staff_reason}\n"
+        closing = "Platform staff did this for you: to go on, generate and activate a new key. Questions: contact support.\n"
+    else:
+        by = f"By: {actor.email}\n"
+        closing = "If you did not expect this, deactivate the key and contact support.\n"
     # Never the secret: only what identifies the key and the change.
     body = (
         f"An API key of {key.merchant.name} was {what}.\n\n"
@@ -48,23 +54,24 @@ def _message(key, what: str, actor, context: RequestContext, when: str) -> tuple
         f"Name: {key.name or '(no name)'}\n"
         f"Status now: {key.get_status_display()}\n"
         f"Allowed IP addresses: {allowed}\n"
-        f"By: {actor.email}\n"
+        f"{by}"
         f"When: {when}\n"
         f"From address: {context.ip_address or 'unknown'}\n\n"
-        "If you did not expect this, deactivate the key and contact support.\n"
+        f"{closing}"
     )
     return subject, body
 
 
-def notify_owners(*, key, action: AuditAction, actor, context: RequestContext) -> None:
-    """Queue one email per Owner, sent only once the change has committed."""
+def notify_owners(*, key, action: AuditAction, actor, context: RequestContext, staff_reason: str = "") -> None:
+    """Queue one email per Owner, sent only once the change has committed. ``staff_reason``: platform staff made
+    the change, for this reason."""
     what = NOTIFIED_EVENTS.get(action)
     if what is None:
         return
     recipients = Membership.objects.owners_of(key.merchant).values_list("user__email", "user__time_zone")
     now = timezone.now()
     messages = [
-        (*_message(key, what, actor, context, _when(now, time_zone)), settings.DEFAULT_FROM_EMAIL, [email])
+        (*_message(key, what, actor, context, _when(now, time_zone), staff_reason), settings.DEFAULT_FROM_EMAIL, [email])
         for email, time_zone in recipients
     ]
 

@@ -26,6 +26,12 @@ from .secret_store import seal_secret
 
 logger = logging.getLogger("keys.services")
 
+STAFF_DEACTIVATION_PERMISSION = "keys.deactivate_apikey"
+# The reason staff give is emailed to the merchant's Owners and kept in its audit trail.
+STAFF_REASON_MAX_LENGTH = 500
+STAFF_REASON_REQUIRED_MESSAGE = "Say why the key is deactivated: its Owners are told."
+STAFF_REASON_TOO_LONG_MESSAGE = f"Use at most {STAFF_REASON_MAX_LENGTH} characters."
+
 ANOTHER_KEY_ACTIVE_MESSAGE = "Another API key is already active. Deactivate it first."
 # Most often a form sent twice: the first answer, the only one with the secret key, was replaced by this one.
 ALREADY_ACTIVE_MESSAGE = (
@@ -126,12 +132,13 @@ def wrong_status_refusal(key: ApiKey, action: KeyAction) -> KeyActionRefused:
 
 
 def _transition(
-    action: KeyAction, *, actor, merchant: Merchant, key_id: int, context: RequestContext, change, details=None
+    action: KeyAction, *, actor, merchant: Merchant, key_id: int, context: RequestContext, change, staff_reason: str = ""
 ) -> ApiKey:
     """Run ``change(key)`` on the locked key if its status allows ``action``; audit either way.
 
     ``change`` returns the audit details (or raises KeyActionRefused); the write and the success event
-    commit together, a refusal is audited after the rollback.
+    commit together, a refusal is audited after the rollback. ``staff_reason``: why platform staff acted, for
+    the Owners' email.
     """
     event = _ACTION_EVENTS[action]
     refusal = None
@@ -153,7 +160,9 @@ def _transition(
                     event, actor=actor, merchant=merchant, target=_target(key), context=context,
                     details=audit_details,
                 )
-                notifications.notify_owners(key=key, action=event, actor=actor, context=context)
+                notifications.notify_owners(
+                    key=key, action=event, actor=actor, context=context, staff_reason=staff_reason
+                )
     if refusal is not None:
         raise _refuse(event, refusal, actor=actor, merchant=merchant, context=context, key=key, key_id=key_id)
     return key
@@ -228,13 +237,47 @@ def deactivate_key(*, actor, merchant: Merchant, key_id: int, code: str, context
     _require_owner(AuditAction.KEY_DEACTIVATED, actor=actor, merchant=merchant, context=context, key_id=key_id)
     _verify_code(AuditAction.KEY_DEACTIVATED, actor=actor, merchant=merchant, code=code, context=context, key_id=key_id)
 
+    return _transition(
+        KeyAction.DEACTIVATE, actor=actor, merchant=merchant, key_id=key_id, context=context,
+        change=_deactivation(actor, details={}),
+    )
+
+
+def deactivate_key_as_staff(*, actor, key_id: int, reason: str, code: str, context: RequestContext) -> ApiKey:
+    """Platform staff stop a merchant's key, as its Owners would (a compromise reported to support, an Owner
+    who cannot sign in): with the staff member's own fresh 2FA code and a reason, audited on the merchant's
+    Activity and emailed to its Owners. Staff need the ``keys.deactivate_apikey`` permission."""
+    key = ApiKey.objects.select_related("merchant").filter(pk=key_id).first()
+    if key is None:
+        raise KeyNotFound()
+    merchant = key.merchant
+    # Read again here, not trusted from the view: a permission taken away is refused on the very next request.
+    if not (actor.is_active and actor.is_staff and actor.has_perm(STAFF_DEACTIVATION_PERMISSION)):
+        raise _refuse(
+            AuditAction.KEY_DEACTIVATED,
+            KeyActionRefused("Deactivating a merchant's API key needs the staff permission to do so.", code="not_permitted"),
+            actor=actor, merchant=merchant, context=context, key=key,
+        )
+    reason = " ".join(reason.split())
+    if not reason:
+        raise KeyActionRefused(STAFF_REASON_REQUIRED_MESSAGE, code="reason_required")
+    if len(reason) > STAFF_REASON_MAX_LENGTH:
+        raise KeyActionRefused(STAFF_REASON_TOO_LONG_MESSAGE, code="reason_too_long")
+    _verify_code(AuditAction.KEY_DEACTIVATED, actor=actor, merchant=merchant, code=code, context=context, key_id=key_id)
+    return _transition(
+        KeyAction.DEACTIVATE, actor=actor, merchant=merchant, key_id=key_id, context=context,
+        change=_deactivation(actor, details={"staff_reason": reason}), staff_reason=reason,
+    )
+
+
+def _deactivation(actor, *, details: dict):
     def change(key: ApiKey) -> dict:
         key.status = KeyStatus.DEACTIVATED
         key.deactivated_at, key.deactivated_by = timezone.now(), actor
         key.save()
-        return {}
+        return details
 
-    return _transition(KeyAction.DEACTIVATE, actor=actor, merchant=merchant, key_id=key_id, context=context, change=change)
+    return change
 
 
 def update_allowlist(

@@ -6,6 +6,8 @@ from types import SimpleNamespace
 import pytest
 from django.contrib.admin import site as admin_site
 from django.contrib.auth import SESSION_KEY
+from django.contrib.auth.models import Permission
+from django.core import mail
 from django.db import IntegrityError, models, transaction
 from django.test import Client
 from django.urls import reverse
@@ -15,9 +17,11 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from dashboard.admin_site import StaffModelAdminMixin
 from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Role, User
+from keys import services
+from keys.models import ApiKey, KeyStatus
 from sandbox.models import Balance, Currency
 
-from . import helpers
+from . import helpers, sandbox_support
 
 STAFF_IP = "192.0.2.44"
 
@@ -578,3 +582,196 @@ def test_an_unknown_admin_address_is_a_404_for_staff_who_are_also_merchant_membe
     Membership.objects.create(user=staff, merchant=merchant, role=Role.VIEW)
 
     assert staff_client.get("/admin/no-such-page/").status_code == 404
+
+
+# Staff deactivate a merchant's key: a reason, their own fresh 2FA code, audited, the Owners emailed
+
+
+def deactivate_url(key) -> str:
+    return reverse("admin:keys_apikey_deactivate", args=[key.pk])
+
+
+def key_rows() -> list[dict]:
+    return list(ApiKey.objects.order_by("pk").values())
+
+
+def staff_without_deactivation() -> User:
+    """Staff who may look at keys in the admin, and nothing more."""
+    user = helpers.create_user("viewer@platform.test")
+    user.is_staff = True
+    user.save()
+    user.user_permissions.add(Permission.objects.get(codename="view_apikey"))
+    return user
+
+
+def test_staff_deactivate_a_key_and_the_api_refuses_it_at_once(
+    staff_client, staff, owner, merchant, key_pair, clock, django_capture_on_commit_callbacks
+):
+    client = Client(REMOTE_ADDR=sandbox_support.ALLOWED_IP)
+    sandbox_support.assert_accepted(sandbox_support.api(client, pair=key_pair))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(deactivate_url(key_pair.key), {
+            "reason": "  Secret key posted in a public\nrepository, reported to support  ",
+            "code": sandbox_support.fresh_code(clock, staff),
+        })
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:keys_apikey_change", args=[key_pair.key.pk])
+    key = key_pair.fresh()
+    assert key.status == KeyStatus.DEACTIVATED
+    assert key.deactivated_by == staff and key.deactivated_at == timezone.now()
+    sandbox_support.assert_error(sandbox_support.api(client, pair=key_pair), "bad_header_key")
+    event = AuditEvent.objects.get(action=AuditAction.KEY_DEACTIVATED)
+    assert (event.actor, event.merchant, event.outcome) == (staff, merchant, AuditOutcome.SUCCEEDED)
+    assert event.target == f"api_key:{key.public_key}"
+    assert event.details == {"staff_reason": "Secret key posted in a public repository, reported to support"}
+    assert event.ip_address == STAFF_IP
+    [email] = mail.outbox
+    assert email.to == [owner.email]
+    assert "By: staff@platform.test (platform staff)" in email.body
+    assert "Reason: Secret key posted in a public repository, reported to support" in email.body
+    assert "generate and activate a new key" in email.body
+    assert key_pair.secret not in email.body
+    page = staff_client.get(response["Location"])
+    assert "is deactivated" in [str(message) for message in page.context["messages"]][0]
+
+
+def test_the_owner_sees_staffs_reason_on_the_activity_tab(staff_client, staff, owner_client, merchant, key_pair, clock):
+    staff_client.post(deactivate_url(key_pair.key), {
+        "reason": "Owner lost their phone; asked support to stop the key", "code": sandbox_support.fresh_code(clock, staff),
+    })
+
+    page = owner_client.get(reverse("dashboard:activity", kwargs={"merchant_slug": merchant.slug})).content.decode()
+
+    assert "By platform staff: Owner lost their phone; asked support to stop the key" in page
+    assert "staff@platform.test" in page
+
+
+def test_the_key_page_offers_deactivation_for_an_active_key_only(staff_client, staff, owner, merchant, key_pair, clock):
+    page = staff_client.get(reverse("admin:keys_apikey_change", args=[key_pair.key.pk]))
+    assert deactivate_url(key_pair.key) in page.content.decode()
+
+    sandbox_support.deactivate(clock, owner, merchant, key_pair)
+    page = staff_client.get(reverse("admin:keys_apikey_change", args=[key_pair.key.pk]))
+    assert deactivate_url(key_pair.key) not in page.content.decode()
+
+
+def test_the_deactivation_page_names_the_key_and_its_merchant(staff_client, key_pair):
+    page = staff_client.get(deactivate_url(key_pair.key))
+
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert key_pair.public_key in content and "Acme Payments" in content
+    assert 'name="reason"' in content and 'name="code"' in content
+    assert key_pair.secret not in content and key_pair.key.encrypted_secret not in content
+
+
+@pytest.mark.parametrize(("reason", "field", "message"), [
+    ("", "reason", "Say why the key is deactivated: its Owners are told."),
+    ("   \n ", "reason", "Say why the key is deactivated: its Owners are told."),
+    ("x" * 501, "reason", "Use at most 500 characters."),
+    ("a\x00b", "reason", "Null characters are not allowed."),
+])
+def test_a_missing_or_bad_reason_is_refused_next_to_it_and_changes_nothing(
+    staff_client, staff, key_pair, clock, reason, field, message
+):
+    before, events = key_rows(), AuditEvent.objects.count()
+
+    response = staff_client.post(
+        deactivate_url(key_pair.key), {"reason": reason, "code": sandbox_support.fresh_code(clock, staff)}
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field] == [message]
+    assert key_rows() == before and AuditEvent.objects.count() == events
+    assert not mail.outbox
+
+
+@pytest.mark.parametrize("code", ["000000", "12ab56", ""])
+def test_a_wrong_or_malformed_code_is_refused_next_to_it_and_changes_nothing(staff_client, staff, key_pair, clock, code):
+    before = key_rows()
+
+    response = staff_client.post(deactivate_url(key_pair.key), {"reason": "Compromised", "code": code})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["code"]
+    assert key_rows() == before
+    assert not AuditEvent.objects.filter(action=AuditAction.KEY_DEACTIVATED).exists()
+    assert not mail.outbox
+
+
+def test_the_owners_code_does_not_do_for_the_staff_members(staff_client, owner, key_pair, clock):
+    before = key_rows()
+
+    response = staff_client.post(
+        deactivate_url(key_pair.key), {"reason": "Compromised", "code": sandbox_support.fresh_code(clock, owner)}
+    )
+
+    assert response.context["form"].errors["code"] == ["That code is not right. Check your authenticator app and try again."]
+    assert key_rows() == before
+
+
+def test_a_key_that_is_not_active_cannot_be_deactivated_by_staff(staff_client, staff, owner, merchant, key_pair, clock):
+    sandbox_support.deactivate(clock, owner, merchant, key_pair)
+    before = key_rows()
+
+    page = staff_client.get(deactivate_url(key_pair.key))
+    assert "You cannot deactivate an API key that is deactivated." in page.content.decode()
+    assert 'name="code"' not in page.content.decode()
+    response = staff_client.post(
+        deactivate_url(key_pair.key), {"reason": "Compromised", "code": sandbox_support.fresh_code(clock, staff)}
+    )
+
+    assert response.context["form"].non_field_errors() == ["You cannot deactivate an API key that is deactivated."]
+    assert key_rows() == before
+    refusal = AuditEvent.objects.get(action=AuditAction.KEY_DEACTIVATED, actor=staff)
+    assert (refusal.outcome, refusal.details) == (AuditOutcome.REFUSED, {"reason": "wrong_status"})
+
+
+def test_staff_without_the_permission_cannot_deactivate_a_key(db, key_pair, clock):
+    viewer = staff_without_deactivation()
+    client = Client()
+    helpers.sign_in_verified(client, viewer)
+    before = key_rows()
+
+    page = client.get(reverse("admin:keys_apikey_change", args=[key_pair.key.pk]))
+    assert page.status_code == 200 and deactivate_url(key_pair.key) not in page.content.decode()
+    assert client.get(deactivate_url(key_pair.key)).status_code == 403
+    response = client.post(
+        deactivate_url(key_pair.key), {"reason": "Compromised", "code": sandbox_support.fresh_code(clock, viewer)}
+    )
+
+    assert response.status_code == 403
+    assert key_rows() == before
+
+
+def test_the_service_refuses_and_audits_staff_without_the_permission(db, merchant, key_pair, clock):
+    viewer = staff_without_deactivation()
+    before = key_rows()
+
+    with pytest.raises(services.KeyActionRefused) as refused:
+        services.deactivate_key_as_staff(
+            actor=viewer, key_id=key_pair.key.pk, reason="Compromised", code=sandbox_support.fresh_code(clock, viewer),
+            context=sandbox_support.CTX,
+        )
+
+    assert refused.value.code == "not_permitted"
+    assert key_rows() == before
+    event = AuditEvent.objects.get(action=AuditAction.KEY_DEACTIVATED)
+    assert (event.actor, event.merchant, event.outcome, event.details) == (
+        viewer, merchant, AuditOutcome.REFUSED, {"reason": "not_permitted"}
+    )
+
+
+def test_members_and_visitors_never_reach_the_deactivation_page(owner_client, key_pair):
+    assert owner_client.get(deactivate_url(key_pair.key), follow=True).status_code == 403
+    visitor = Client().get(deactivate_url(key_pair.key), follow=True)
+    assert visitor.request["PATH_INFO"] == reverse("dashboard:sign-in")
+    assert Client().post(deactivate_url(key_pair.key), {"reason": "x", "code": "123456"}).status_code == 302
+    assert key_pair.fresh().status == KeyStatus.ACTIVE
+
+
+def test_deactivating_a_key_that_does_not_exist_is_a_404(staff_client):
+    assert staff_client.get(reverse("admin:keys_apikey_deactivate", args=[987654])).status_code == 404
+    assert staff_client.post(reverse("admin:keys_apikey_deactivate", args=[987654]), {"reason": "x"}).status_code == 404
