@@ -28,7 +28,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from . import rate_limit
 from .audit import RequestContext, record
-from .models import AuditAction, AuditOutcome, Merchant
+from .models import AuditAction, AuditEvent, AuditOutcome, Merchant
 
 TOTP_DEVICE_NAME = "Authenticator app"
 BACKUP_DEVICE_NAME = "Backup codes"
@@ -200,6 +200,19 @@ def verify_fresh_code(
 
 def has_confirmed_authenticator(user) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def authenticator_reset_at(user) -> datetime | None:
+    """When platform staff last took the user's authenticator app away (a 2FA reset in the admin), if ever: the
+    enrolment page then says why it asks for one again."""
+    return (
+        AuditEvent.objects.filter(
+            action=AuditAction.DEVICE_RESET, target=f"user:{user.email}", details__kind=TOTPDevice._meta.model_name,
+        )
+        .order_by("-created_at", "-id")
+        .values_list("created_at", flat=True)
+        .first()
+    )
 
 
 def pending_authenticator(user) -> TOTPDevice:

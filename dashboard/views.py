@@ -176,6 +176,7 @@ class EnrolView(View):
                 "qr_svg": qr_code_svg(device.config_url),
                 "manual_key": two_factor.format_manual_key(device),
                 "pending_email": self.user.email,
+                "reset_at": two_factor.authenticator_reset_at(self.user),
             },
         )
 

@@ -288,3 +288,46 @@ def test_after_a_staff_reset_the_user_enrols_a_new_key(client, owner, clock):
     assert device.key != old_key
     assert is_verified(client)
     assert list(TOTPDevice.objects.filter(user=owner).values_list("pk", "confirmed")) == [(device.pk, True)]
+
+
+def reset_in_the_admin(device) -> None:
+    """Platform staff delete one of the user's devices in the admin panel: a 2FA reset."""
+    staff = helpers.create_user("staff@platform.test", staff=True)
+    staff_client = Client()
+    helpers.sign_in_verified(staff_client, staff)
+    opts = device._meta
+    response = staff_client.post(
+        reverse(f"admin:{opts.app_label}_{opts.model_name}_delete", args=[device.pk]), {"post": "yes"}
+    )
+    assert response.status_code == 302
+
+
+def test_after_a_staff_reset_the_enrolment_page_says_who_reset_it_and_when(client, owner, clock):
+    reset_in_the_admin(helpers.totp_device(owner))
+    reset = AuditEvent.objects.get(action=AuditAction.DEVICE_RESET)
+    clock.advance(300)
+
+    start_enrolment(client, owner)
+    page = client.get(reverse("dashboard:enrol")).content.decode()
+
+    assert "Your two-factor authentication was reset by platform staff on" in page
+    assert f'<time datetime="{reset.created_at.isoformat()}">' in page
+    assert "If you did not ask support for this" in page
+
+
+def test_a_first_enrolment_says_nothing_of_a_reset(client, newcomer, owner, clock):
+    reset_in_the_admin(helpers.totp_device(owner))  # another user's reset
+
+    start_enrolment(client, newcomer)
+    page = client.get(reverse("dashboard:enrol")).content.decode()
+
+    assert "Set up two-factor authentication" in page
+    assert "reset by platform staff" not in page
+
+
+def test_a_reset_of_backup_codes_alone_leaves_the_authenticator_and_asks_for_its_code(client, owner, clock):
+    reset_in_the_admin(helpers.give_backup_codes(owner, ["1234567890"]))
+
+    response = password_step(client, owner)
+
+    assert response["Location"] == reverse("dashboard:sign-in-code")
