@@ -16,7 +16,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from dashboard.admin_site import StaffModelAdminMixin
-from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Role, User
+from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Merchant, Role, User
 from keys import services
 from keys.models import ApiKey, KeyStatus
 from sandbox.models import Balance, Currency
@@ -775,3 +775,54 @@ def test_members_and_visitors_never_reach_the_deactivation_page(owner_client, ke
 def test_deactivating_a_key_that_does_not_exist_is_a_404(staff_client):
     assert staff_client.get(reverse("admin:keys_apikey_deactivate", args=[987654])).status_code == 404
     assert staff_client.post(reverse("admin:keys_apikey_deactivate", args=[987654]), {"reason": "x"}).status_code == 404
+
+
+# Merchants: one with API keys or an audit trail is kept; one made by mistake can go
+
+
+def test_a_merchant_with_keys_or_an_audit_trail_cannot_be_deleted_and_the_page_says_why(staff_client, merchant, key_pair):
+    change = staff_client.get(reverse("admin:dashboard_merchant_change", args=[merchant.pk])).content.decode()
+    delete_url = reverse("admin:dashboard_merchant_delete", args=[merchant.pk])
+
+    assert delete_url not in change
+    assert "it cannot be deleted" in change
+    assert staff_client.get(delete_url).status_code == 403
+    assert staff_client.post(delete_url, {"post": "yes"}).status_code == 403
+    assert Merchant.objects.filter(pk=merchant.pk).exists()
+    assert ApiKey.objects.filter(merchant=merchant).count() == 1
+
+
+def test_a_merchant_with_only_audit_events_is_kept_too(staff_client, merchant, owner):
+    AuditEvent.objects.create(action=AuditAction.SIGN_IN, actor=owner, merchant=merchant)
+
+    assert staff_client.post(
+        reverse("admin:dashboard_merchant_delete", args=[merchant.pk]), {"post": "yes"}
+    ).status_code == 403
+    assert Merchant.objects.filter(pk=merchant.pk).exists()
+
+
+def test_a_merchant_made_by_mistake_can_be_deleted_with_its_members(staff_client, staff):
+    mistake = helpers.create_merchant("Typo Payments")
+    helpers.create_member(mistake, Role.VIEW)
+    change = staff_client.get(reverse("admin:dashboard_merchant_change", args=[mistake.pk])).content.decode()
+    delete_url = reverse("admin:dashboard_merchant_delete", args=[mistake.pk])
+    assert delete_url in change and "it cannot be deleted" not in change
+
+    response = staff_client.post(delete_url, {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Merchant.objects.filter(pk=mistake.pk).exists()
+    assert not Membership.objects.filter(merchant_id=mistake.pk).exists()
+
+
+def test_merchants_are_not_offered_for_deletion_in_bulk(staff_client, merchant):
+    changelist = staff_client.get(reverse("admin:dashboard_merchant_changelist"))
+
+    action_form = changelist.context["action_form"]
+    assert action_form is None or "delete_selected" not in dict(action_form.fields["action"].choices)
+    response = staff_client.post(
+        reverse("admin:dashboard_merchant_changelist"),
+        {"action": "delete_selected", "_selected_action": [merchant.pk], "post": "yes"},
+    )
+    assert response.status_code in (200, 302)
+    assert Merchant.objects.filter(pk=merchant.pk).exists()
