@@ -162,6 +162,8 @@ CONTENT_SECURITY_POLICY = {
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+# Times as the dashboard writes them, zone included, in the admin too (dashboard/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["dashboard.formats"]
 USE_I18N = True
 USE_TZ = True
 

@@ -826,3 +826,21 @@ def test_merchants_are_not_offered_for_deletion_in_bulk(staff_client, merchant):
     )
     assert response.status_code in (200, 302)
     assert Merchant.objects.filter(pk=merchant.pk).exists()
+
+
+# Times in the admin carry their zone, the staff member's chosen one
+
+
+@pytest.mark.parametrize(("time_zone", "shown"), [
+    ("UTC", "2026-11-27 12:01:00 UTC"),
+    ("Europe/Berlin", "2026-11-27 13:01:00 CET"),
+    ("America/New_York", "2026-11-27 07:01:00 EST"),
+])
+def test_the_admin_shows_each_time_with_its_zone(staff, staff_client, key_pair, time_zone, shown):
+    staff.time_zone = time_zone
+    staff.save()
+
+    page = staff_client.get(reverse("admin:keys_apikey_change", args=[key_pair.key.pk])).content.decode()
+
+    assert key_pair.key.activated_at.isoformat() == "2026-11-27T12:01:00+00:00"
+    assert shown in page
