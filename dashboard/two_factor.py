@@ -15,7 +15,7 @@ import secrets
 import time
 from base64 import b32encode
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -293,6 +293,16 @@ def remaining_backup_codes(user) -> int:
 
 def format_backup_code(code: str) -> str:
     return f"{code[:5]}-{code[5:]}"
+
+
+def backup_codes_file(email: str, codes: list[str], made_at: datetime) -> str:
+    """The text file the backup codes page offers for download, the codes as the page shows them."""
+    made = made_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Processing sandbox: backup codes for {email}\n"
+        f"Made {made}. Each code works once, wherever a 2FA code is asked for; making new codes ends these.\n\n"
+        + "".join(f"{format_backup_code(code)}\n" for code in codes)
+    )
 
 
 def format_manual_key(device: TOTPDevice) -> str:

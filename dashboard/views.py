@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth import authenticate, get_user_model, login, logout
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
@@ -152,6 +153,20 @@ class SignInCodeView(View):
         return render(request, self.template_name, {"form": form, "pending_email": self.user.email})
 
 
+def backup_codes_page(request, user, codes: list[str], *, continue_url: str, regenerated: bool = False):
+    # Shown in this one response only, on the page and in its download link; nothing keeps them after it.
+    return render(
+        request,
+        "dashboard/backup_codes.html",
+        {
+            "codes": [two_factor.format_backup_code(code) for code in codes],
+            "codes_file": two_factor.backup_codes_file(user.email, codes, timezone.now()),
+            "continue_url": continue_url,
+            "regenerated": regenerated,
+        },
+    )
+
+
 @method_decorator(no_store_sensitive, name="dispatch")
 class EnrolView(View):
     """First sign-in of a user without an authenticator: scan or type the key, confirm a code."""
@@ -194,12 +209,7 @@ class EnrolView(View):
                 form.add_refusal(refusal)
             else:
                 next_url = _complete_sign_in(request, self.user, device)
-                # Shown in this one response only; nothing keeps them after it.
-                return render(
-                    request,
-                    "dashboard/backup_codes.html",
-                    {"codes": [two_factor.format_backup_code(c) for c in codes], "continue_url": next_url},
-                )
+                return backup_codes_page(request, self.user, codes, continue_url=next_url)
         return self._render(request, form)
 
 
@@ -303,14 +313,8 @@ class BackupCodesView(AccountActionMixin, View):
             except two_factor.CodeRefused as refusal:
                 form.add_refusal(refusal)
             else:
-                return render(
-                    request,
-                    "dashboard/backup_codes.html",
-                    {
-                        "codes": [two_factor.format_backup_code(c) for c in codes],
-                        "continue_url": reverse("dashboard:account-security"),
-                        "regenerated": True,
-                    },
+                return backup_codes_page(
+                    request, request.user, codes, continue_url=reverse("dashboard:account-security"), regenerated=True,
                 )
         return _account_security_page(request, form=form)
 

@@ -1,6 +1,7 @@
 """Enrolment: a user without an authenticator scans a QR code or types the key, confirms a code, gets backup codes."""
 import re
 from base64 import b32decode
+from urllib.parse import unquote
 
 import pytest
 from django.contrib.auth import SESSION_KEY
@@ -331,3 +332,16 @@ def test_a_reset_of_backup_codes_alone_leaves_the_authenticator_and_asks_for_its
     response = password_step(client, owner)
 
     assert response["Location"] == reverse("dashboard:sign-in-code")
+
+
+def test_the_backup_codes_page_offers_them_as_a_text_file_and_for_print(client, newcomer, clock):
+    page = confirm(client, code_of(start_enrolment(client, newcomer))).content.decode()
+    shown = BACKUP_CODE_SHAPE.findall(page)
+
+    link = re.search(r'<a class="button" href="data:text/plain;charset=utf-8,([^"]*)" download="([^"]+)">', page)
+    assert link is not None
+    text = unquote(link.group(1))
+    assert link.group(2) == "sandbox-backup-codes.txt"
+    assert text.startswith("Processing sandbox: backup codes for newcomer@acme.test\nMade 2026-11-27 12:00 UTC.")
+    assert text.splitlines()[3:] == shown
+    assert '<button type="button" class="button" data-print hidden>Print</button>' in page

@@ -59,6 +59,12 @@
     });
   }
 
+  // The browser's print dialog, for pages worth keeping on paper (the backup codes).
+  document.querySelectorAll("[data-print]").forEach(function (button) {
+    button.hidden = false;
+    button.addEventListener("click", function () { window.print(); });
+  });
+
   // Read-only values (the secret key) are selected whole on focus, ready to copy by hand.
   document.querySelectorAll("input[readonly], textarea[readonly]").forEach(function (input) {
     var justFocused = false;

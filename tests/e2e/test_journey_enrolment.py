@@ -1,5 +1,6 @@
 """Journey 1: a new user without an authenticator types the setup key, confirms, saves backup codes."""
 import base64
+from pathlib import Path
 
 from django_otp.oath import totp
 
@@ -38,6 +39,12 @@ def test_new_user_sets_up_an_authenticator_from_the_manual_key(page, clock):
     assert all(len(code) == 11 and code[5] == "-" for code in codes), codes
     expect(page.get_by_text("These codes are shown only once.")).to_be_visible()
     journey.check("backup-codes", widths=(PHONE,))
+    # The same codes as a text file, saved by the browser (a data: link, nothing asked of the server).
+    with page.expect_download() as saving:
+        page.get_by_role("link", name="Download (.txt)").click()
+    assert saving.value.suggested_filename == "sandbox-backup-codes.txt"
+    assert Path(saving.value.path()).read_text().splitlines()[3:] == codes
+    expect(page.get_by_role("button", name="Print")).to_be_visible()
 
     page.get_by_role("link", name="I have saved them. Continue").click()
     expect(page.get_by_role("navigation", name="Sections")).to_be_visible()
