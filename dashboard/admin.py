@@ -89,7 +89,7 @@ class MembershipFormSet(BaseInlineFormSet):
         owners = [form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")
                   and form.cleaned_data.get("role") == Role.OWNER]
         if not owners:
-            # No one left to stop its active key: only Owners manage keys, and staff do not.
+            # No one left to manage its keys and members: only Owners do (staff can only deactivate a key).
             raise forms.ValidationError(
                 "A merchant keeps at least one Owner: make another member Owner before removing or changing the last."
             )

@@ -2,6 +2,7 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
+from .members import ASSIGNABLE_ROLES, ROLE_SUMMARIES
 from .models import time_zones
 from .two_factor import MAX_CODE_INPUT_LENGTH, CodeKind, parse_code
 
@@ -99,3 +100,15 @@ class TimeZoneForm(forms.Form):
         error_messages={"invalid_choice": "Choose a time zone from the list.", "required": "Choose a time zone."},
         help_text="Dates in the dashboard are shown in this time zone.",
     )
+
+
+class MemberRoleForm(CodeForm):
+    """An Owner gives another member a new role: any but Owner, which platform staff give."""
+
+    role = forms.ChoiceField(
+        label="New role",
+        choices=[(role.value, f"{role.label}: {ROLE_SUMMARIES[role]}") for role in ASSIGNABLE_ROLES],
+        widget=forms.RadioSelect,
+        error_messages={"required": "Choose a role.", "invalid_choice": "Choose one of the roles listed."},
+    )
+    field_order = ["role", "code"]

@@ -195,6 +195,11 @@ REFUSAL_REASONS = {
     "limit_reached": "too many keys",
     "not_owner": "needs the Owner role",
     "not_found": "no such key",
+    "not_permitted": "needs the staff permission",
+    "no_member": "no such member",
+    "owner_role": "only platform staff give the Owner role",
+    "owner_member": "only platform staff change an Owner",
+    "same_role": "already had that role",
 }
 # What an event was about (target, "kind:value"), in the Activity page's words.
 TARGET_KINDS = {"api_key": "API key", "user": "User"}

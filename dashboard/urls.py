@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from . import views
+from .routes import action
+
 
 dashboard_patterns = [
     path("", views.HomeView.as_view(), name="home"),
@@ -16,6 +18,9 @@ dashboard_patterns = [
     path("m/<slug:merchant_slug>/overview/", views.OverviewView.as_view(), name="overview"),
     path("m/<slug:merchant_slug>/activity/", views.ActivityView.as_view(), name="activity"),
     path("m/<slug:merchant_slug>/support/", views.SupportView.as_view(), name="support"),
+    path("m/<slug:merchant_slug>/members/", views.MembersView.as_view(), name="members"),
+    *action("m/<slug:merchant_slug>/members/<int:membership_id>/role/", views.MemberRoleView, "member-role"),
+    *action("m/<slug:merchant_slug>/members/<int:membership_id>/remove/", views.RemoveMemberView, "member-remove"),
 ]
 
 urlpatterns = [

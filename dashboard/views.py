@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth import authenticate, get_user_model, login, logout
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,10 +21,10 @@ from django_otp import login as otp_login
 from django_otp.middleware import is_verified as otp_is_verified
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import rate_limit, two_factor
+from . import members, rate_limit, two_factor
 from .access import ActionMixin, MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
 from .audit import RequestContext, record
-from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, SignInForm, TimeZoneForm
+from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, MemberRoleForm, SignInForm, TimeZoneForm
 from .models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
 from .qr import qr_code_svg
 from .timeline import timeline_page
@@ -260,6 +262,132 @@ class OverviewView(MerchantMemberRequiredMixin, TemplateView):
 
 class SupportView(RestrictedAllowedMixin, TemplateView):
     template_name = "dashboard/support.html"
+
+
+class MembersView(OwnerRequiredMixin, TemplateView):
+    """The merchant's members and their roles; an Owner changes or removes the others (not Owners)."""
+
+    template_name = "dashboard/members.html"
+
+    def get_context_data(self, **kwargs):
+        memberships = list(
+            Membership.objects.filter(merchant=self.merchant).select_related("user").order_by("user__email")
+        )
+        rows = [
+            MemberRow(
+                membership=membership,
+                summary=members.ROLE_SUMMARIES[Role(membership.role)],
+                is_you=membership.user_id == self.request.user.pk,
+                role_url=None if membership.role == Role.OWNER else self._url("dashboard:member-role-form", membership),
+                remove_url=None if membership.role == Role.OWNER else self._url("dashboard:member-remove-form", membership),
+            )
+            for membership in memberships
+        ]
+        return super().get_context_data(rows=rows, **kwargs)
+
+    def _url(self, name: str, membership: Membership) -> str:
+        return reverse(name, kwargs={"merchant_slug": self.merchant.slug, "membership_id": membership.pk})
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    membership: Membership
+    summary: str
+    is_you: bool
+    role_url: str | None
+    remove_url: str | None
+
+
+@method_decorator(sensitive_post_parameters("code"), name="dispatch")
+class MemberActionView(ActionMixin, OwnerRequiredMixin, View):
+    """One change to one member, and the page with its form. Served twice (see ``dashboard.urls``): at
+    ``url_name`` the action answers POST only; at ``url_name``-form the page answers GET."""
+
+    url_name: str
+    form_class = CodeForm
+    template_name: str
+
+    def authorize(self, request, **kwargs) -> None:
+        super().authorize(request, **kwargs)
+        self.member = (
+            Membership.objects.select_related("user").filter(merchant=self.merchant, pk=kwargs["membership_id"]).first()
+        )
+        if self.member is None:
+            raise Http404("No such member.")
+
+    def form_url(self) -> str:
+        return reverse(f"{self.url_name}-form", kwargs=self.kwargs)
+
+    def perform(self, form, context: RequestContext) -> Membership:
+        raise NotImplementedError
+
+    def succeeded(self, membership: Membership):
+        raise NotImplementedError
+
+    def _render(self, form):
+        unavailable = None
+        if self.member.role == Role.OWNER:
+            unavailable = "Only platform staff change or remove an Owner: contact support."
+        return render(self.request, self.template_name, {
+            "form": form, "merchant": self.merchant, "member": self.member, "unavailable": unavailable,
+            "member_role_summary": members.ROLE_SUMMARIES[Role(self.member.role)],
+            "action_url": reverse(self.url_name, kwargs=self.kwargs),
+            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
+            "back_label": "Members",
+        })
+
+    def get(self, request, merchant_slug, membership_id):
+        return self._render(self.form_class())
+
+    def post(self, request, merchant_slug, membership_id):
+        form = self.form_class(request.POST)
+        if form.is_valid():
+            try:
+                membership = self.perform(form, RequestContext.from_request(request))
+            except members.MemberNotFound:
+                raise Http404("No such member.") from None
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            except members.MemberChangeRefused as refusal:
+                form.add_error(None, refusal.message)
+            else:
+                return self.succeeded(membership)
+        return self._render(form)
+
+
+class MemberRoleView(MemberActionView):
+    url_name = "dashboard:member-role"
+    form_class = MemberRoleForm
+    template_name = "dashboard/member_role.html"
+
+    def perform(self, form, context):
+        return members.change_role(
+            actor=self.request.user, merchant=self.merchant, membership_id=self.member.pk,
+            role=form.cleaned_data["role"], code=form.cleaned_data["code"], context=context,
+        )
+
+    def succeeded(self, membership):
+        messages.success(
+            self.request, f"{membership.user.email} now has the {membership.get_role_display()} role.",
+        )
+        return redirect("dashboard:members", merchant_slug=self.merchant.slug)
+
+
+class RemoveMemberView(MemberActionView):
+    url_name = "dashboard:member-remove"
+    template_name = "dashboard/member_remove.html"
+
+    def perform(self, form, context):
+        return members.remove_member(
+            actor=self.request.user, merchant=self.merchant, membership_id=self.member.pk,
+            code=form.cleaned_data["code"], context=context,
+        )
+
+    def succeeded(self, membership):
+        messages.success(
+            self.request, f"{membership.user.email} is no longer a member of {self.merchant.name}. Their account stays.",
+        )
+        return redirect("dashboard:members", merchant_slug=self.merchant.slug)
 
 
 class ActivityView(OwnerRequiredMixin, TemplateView):

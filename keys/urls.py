@@ -1,16 +1,10 @@
 from django.urls import path
 
+from dashboard.routes import action
+
 from . import views
 
 app_name = "keys"
-
-
-def action(route: str, view, name: str) -> list:
-    """An action answering POST only at ``route``, and the page with its form at ``route``/form/."""
-    return [
-        path(route, view.as_view(), name=name),
-        path(f"{route}form/", view.as_view(http_method_names=["get", "head"]), name=f"{name}-form"),
-    ]
 
 
 urlpatterns = [

@@ -175,7 +175,9 @@ class KeyActionView(ActionMixin, OwnerRequiredMixin, View):
             self.request,
             self.template_name,
             {"form": form, "key": self.key, "merchant": self.merchant, "unavailable": unavailable,
-             "action_url": self._url(self.url_name), "form_url": self.form_url(), **self.extra_context()},
+             "action_url": self._url(self.url_name), "form_url": self.form_url(),
+             "back_url": reverse("keys:list", kwargs={"merchant_slug": self.merchant.slug}), "back_label": "API keys",
+             **self.extra_context()},
         )
 
     def get(self, request, merchant_slug, key_id):

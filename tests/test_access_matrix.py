@@ -7,7 +7,7 @@ from django.http import QueryDict
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from dashboard.models import AuditEvent, Role
+from dashboard.models import AuditEvent, Membership, Role
 from dashboard.views import PENDING_SIGN_IN_KEY
 from keys.models import ApiKey
 
@@ -38,11 +38,18 @@ MERCHANT_PAGES = {
     "keys:archive": (405, 403, 403),
     "integration:request-log": (200, 403, 403),
     "integration:signature-check": (200, 403, 403),
+    "dashboard:members": (200, 403, 403),
+    "dashboard:member-role-form": (200, 403, 403),
+    "dashboard:member-remove-form": (200, 403, 403),
+    "dashboard:member-role": (405, 403, 403),
+    "dashboard:member-remove": (405, 403, 403),
 }
 KEY_ACTIONS = {"keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive"}
 KEY_PAGES = KEY_ACTIONS | {f"{name}-form" for name in KEY_ACTIONS}
+MEMBER_ACTIONS = {"dashboard:member-role", "dashboard:member-remove"}
+MEMBER_PAGES = MEMBER_ACTIONS | {f"{name}-form" for name in MEMBER_ACTIONS}
 # Every URL of a merchant that changes or computes something when POSTed to.
-MERCHANT_ACTIONS = ["keys:generate", *sorted(KEY_ACTIONS), "integration:signature-check"]
+MERCHANT_ACTIONS = ["keys:generate", *sorted(KEY_ACTIONS), "integration:signature-check", *sorted(MEMBER_ACTIONS)]
 ACCOUNT_PAGES = ["dashboard:home", "dashboard:account-security", "dashboard:backup-codes", "dashboard:time-zone",
                  "dashboard:sign-out", "dashboard:sign-in", "dashboard:sign-in-code", "dashboard:enrol"]
 NOT_VERIFIED = ["anonymous", "password only", "staff without 2FA"]
@@ -54,13 +61,17 @@ VISITORS = [*NOT_VERIFIED, "owner", *NOT_OWNER_ROLES, "owner of another merchant
 def world(merchant, owner):
     key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "a" * 40, created_by=owner)
     other = helpers.create_merchant("Other Merchant")
-    return {"merchant": merchant, "key": key, "other": other, "other_owner": helpers.create_member(other, Role.OWNER)}
+    member = Membership.objects.get(user=helpers.create_member(merchant, Role.VIEW, "listed@acme.test"))
+    return {"merchant": merchant, "key": key, "member": member, "other": other,
+            "other_owner": helpers.create_member(other, Role.OWNER)}
 
 
 def url_for(name: str, world) -> str:
     kwargs = {"merchant_slug": world["merchant"].slug}
     if name in KEY_PAGES:
         kwargs["key_id"] = world["key"].pk
+    if name in MEMBER_PAGES:
+        kwargs["membership_id"] = world["member"].pk
     return reverse(name, kwargs=kwargs)
 
 
@@ -134,14 +145,24 @@ def key_action_events() -> int:
     return AuditEvent.objects.filter(action__startswith="key_").count()
 
 
+def membership_rows():
+    return list(Membership.objects.order_by("pk").values())
+
+
+def member_change_events() -> int:
+    return AuditEvent.objects.filter(action__startswith="membership_").count()
+
+
 @pytest.mark.parametrize("visitor", [v for v in VISITORS if v != "owner"])
 @pytest.mark.parametrize("name", MERCHANT_ACTIONS)
 def test_a_refused_post_to_a_merchant_action_changes_nothing(client, clock, owner, world, visitor, name):
     user = become(client, visitor, world, owner)
     keys_before, events_before = key_rows(), key_action_events()
+    members_before, member_events_before = membership_rows(), member_change_events()
     # A well-formed request with the visitor's own valid code: only the access rule stands in the way.
     code = helpers.current_code(user) if user is not None else "123456"
-    data = {"name": "Taken over", "allowlist": "0.0.0.0/0", "code": code, "body": "{}", "signature": "0" * 128}
+    data = {"name": "Taken over", "allowlist": "0.0.0.0/0", "code": code, "body": "{}", "signature": "0" * 128,
+            "role": Role.RESTRICTED}
     url = url_for(name, world)
 
     response = client.post(url, data)
@@ -159,6 +180,8 @@ def test_a_refused_post_to_a_merchant_action_changes_nothing(client, clock, owne
         assert response.status_code == answer == 404
     assert key_rows() == keys_before
     assert key_action_events() == events_before
+    assert membership_rows() == members_before
+    assert member_change_events() == member_events_before
 
 
 def account_answer(visitor: str, name: str, world) -> tuple[int, str | None]:

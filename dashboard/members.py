@@ -1,0 +1,127 @@
+"""An Owner's changes to the merchant's other members: a new role, or leaving the merchant.
+
+As the key lifecycle (keys.services): keyword-only functions taking the acting user and a fresh 2FA code. The
+actor must be an Owner (read again here); Owners' memberships and the Owner role itself are the platform staff's
+to change (admin), never an Owner's. The change and its audit event commit together, holding a lock on the
+membership; a refusal is audited after it, and nothing changes.
+"""
+from __future__ import annotations
+
+from django.db import transaction
+
+from .audit import RequestContext, record
+from .models import AuditAction, AuditOutcome, Membership, Merchant, Role
+from .two_factor import verify_fresh_code
+
+# The roles an Owner may give: every one but Owner.
+ASSIGNABLE_ROLES = [role for role in Role if role != Role.OWNER]
+# What each role may do on the platform (its documentation), in the words the Members page uses.
+ROLE_SUMMARIES = {
+    Role.VIEW: "sees account information, transactions, limits and contacts; creates payment requests",
+    Role.EXCHANGE: "what View does, and exchanges funds",
+    Role.LIMITS: "what View does, and manages hot-wallet limits and cold-wallet transfers",
+    Role.OWNER: "everything, API keys and members included",
+    Role.RESTRICTED: "can only contact support",
+}
+
+
+class MemberChangeRefused(Exception):
+    """Nothing changed. ``code`` is stable, ``message`` is for the user."""
+
+    def __init__(self, message: str, *, code: str):
+        self.message = message
+        self.code = code
+        super().__init__(message)
+
+
+class MemberNotFound(MemberChangeRefused):
+    def __init__(self):
+        super().__init__("No such member of this merchant.", code="no_member")
+
+
+def change_role(
+    *, actor, merchant: Merchant, membership_id: int, role: str, code: str, context: RequestContext
+) -> Membership:
+    """Give the member ``role`` (any but Owner); from the next request on, they see what it allows."""
+    action = AuditAction.MEMBERSHIP_ROLE_CHANGED
+    _require_owner(action, actor=actor, merchant=merchant, context=context)
+    if role not in ASSIGNABLE_ROLES:
+        raise _refuse(action, MemberChangeRefused(
+            "Only platform staff give the Owner role: contact support.", code="owner_role",
+        ), actor=actor, merchant=merchant, context=context)
+    _verify_code(action, actor=actor, merchant=merchant, code=code, context=context, purpose="change a member's role")
+
+    def change(membership: Membership) -> dict:
+        if membership.role == role:
+            raise MemberChangeRefused(
+                f"{membership.user.email} already has the {membership.get_role_display()} role.", code="same_role",
+            )
+        before = membership.role
+        membership.role = role
+        membership.save(update_fields=["role"])
+        return {"from": before, "to": role}
+
+    return _change(action, actor=actor, merchant=merchant, membership_id=membership_id, context=context, change=change)
+
+
+def remove_member(*, actor, merchant: Merchant, membership_id: int, code: str, context: RequestContext) -> Membership:
+    """Take the member off the merchant: their next request to its pages is a 404. Their account stays."""
+    action = AuditAction.MEMBERSHIP_REMOVED
+    _require_owner(action, actor=actor, merchant=merchant, context=context)
+    _verify_code(action, actor=actor, merchant=merchant, code=code, context=context, purpose="remove a member")
+
+    def change(membership: Membership) -> dict:
+        membership.delete()
+        return {"role": membership.role}
+
+    return _change(action, actor=actor, merchant=merchant, membership_id=membership_id, context=context, change=change)
+
+
+def _require_owner(action: AuditAction, *, actor, merchant: Merchant, context: RequestContext) -> None:
+    # Read again here, not trusted from the view: a demoted Owner is refused on the very next request.
+    if not Membership.objects.filter(user=actor, merchant=merchant, role=Role.OWNER).exists():
+        raise _refuse(action, MemberChangeRefused(
+            "Managing members needs the Owner role.", code="not_owner",
+        ), actor=actor, merchant=merchant, context=context)
+
+
+def _verify_code(action: AuditAction, *, actor, merchant: Merchant, code: str, context: RequestContext,
+                 purpose: str) -> None:
+    verify_fresh_code(actor, code, context=context, merchant=merchant, purpose=purpose)
+
+
+def _change(action: AuditAction, *, actor, merchant: Merchant, membership_id: int, context: RequestContext,
+            change) -> Membership:
+    refusal, target = None, ""
+    with transaction.atomic():
+        membership = (
+            Membership.objects.select_for_update().select_related("user")
+            .filter(merchant=merchant, pk=membership_id).first()
+        )
+        if membership is None:
+            refusal = MemberNotFound()
+        else:
+            target = f"user:{membership.user.email}"
+            if membership.role == Role.OWNER:
+                refusal = MemberChangeRefused(
+                    "Only platform staff change or remove an Owner: contact support.", code="owner_member",
+                )
+            else:
+                try:
+                    with transaction.atomic():
+                        details = change(membership)
+                except MemberChangeRefused as refused:
+                    refusal = refused
+                else:
+                    record(action, actor=actor, merchant=merchant, target=target, context=context, details=details)
+    if refusal is not None:
+        raise _refuse(action, refusal, actor=actor, merchant=merchant, context=context, target=target)
+    return membership
+
+
+def _refuse(action: AuditAction, refusal: MemberChangeRefused, *, actor, merchant: Merchant, context: RequestContext,
+            target: str = "") -> MemberChangeRefused:
+    """Audit a refusal in its own transaction, then hand the exception back for the caller to raise."""
+    record(action, actor=actor, merchant=merchant, outcome=AuditOutcome.REFUSED, target=target, context=context,
+           details={"reason": refusal.code})
+    return refusal
