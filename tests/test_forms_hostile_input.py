@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dashboard.audit import RequestContext
 from dashboard.forms import CodeForm
-from dashboard.models import AuditEvent
+from dashboard.models import AuditEvent, Membership, Role
 from keys import services
 from keys.allowlist import parse_allowlist
 from keys.models import ApiKey, KeyStatus
@@ -18,6 +18,16 @@ from keys.models import ApiKey, KeyStatus
 from . import helpers
 
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def member(merchant) -> Membership:
+    """A View member, whom the Members tab's actions would change."""
+    return Membership.objects.get(user=helpers.create_member(merchant, Role.VIEW, "viewer@acme.test"))
+
+
+def memberships() -> list[dict]:
+    return list(Membership.objects.order_by("pk").values())
 
 
 @pytest.fixture
@@ -40,33 +50,36 @@ FORMS = [
     ("keys:rename", "key", {"name": "renamed"}),
     ("keys:archive", "key", {"code": "123456"}),
     ("integration:signature-check", "merchant", {"body": "{}", "signature": "00"}),
+    ("dashboard:member-role", "member", {"role": "restricted", "code": "123456"}),
+    ("dashboard:member-remove", "member", {"code": "123456"}),
 ]
 
 
 @pytest.mark.parametrize("name, scope, data", FORMS, ids=[f[0] for f in FORMS])
-def test_every_form_refuses_a_post_without_the_csrf_token(owner, merchant, key, name, scope, data):
+def test_every_form_refuses_a_post_without_the_csrf_token(owner, merchant, key, member, name, scope, data):
     browser = Client(enforce_csrf_checks=True)
     helpers.sign_in_verified(browser, owner)
-    args = _args(scope, merchant, key)
-    before = list(ApiKey.objects.values())
+    args = _args(scope, merchant, key, member)
+    before, members_before = list(ApiKey.objects.values()), memberships()
 
     response = browser.post(reverse(name, args=args), data)
 
     assert response.status_code == 403
     assert "This form has expired" in response.content.decode()
     assert list(ApiKey.objects.values()) == before
+    assert memberships() == members_before
 
 
 @pytest.mark.parametrize("charset", ["latin-1", "utf-16"])
 @pytest.mark.parametrize("name, scope, data", FORMS, ids=[f[0] for f in FORMS])
-def test_every_form_answers_a_body_in_another_charset_than_utf8_with_the_400_page(owner, merchant, key, name, scope,
-                                                                                  data, charset):
+def test_every_form_answers_a_body_in_another_charset_than_utf8_with_the_400_page(owner, merchant, key, member, name,
+                                                                                  scope, data, charset):
     browser = Client(enforce_csrf_checks=True, raise_request_exception=False)
     helpers.sign_in_verified(browser, owner)
-    url = reverse(name, args=_args(scope, merchant, key))
+    url = reverse(name, args=_args(scope, merchant, key, member))
     token = "a" * 32  # a valid CSRF secret, in the cookie and the form alike
     browser.cookies[django_settings.CSRF_COOKIE_NAME] = token
-    before = list(ApiKey.objects.values())
+    before, members_before = list(ApiKey.objects.values()), memberships()
 
     response = browser.post(url, f"csrfmiddlewaretoken={token}&name=x",
                             content_type=f"application/x-www-form-urlencoded; charset={charset}")
@@ -75,6 +88,7 @@ def test_every_form_answers_a_body_in_another_charset_than_utf8_with_the_400_pag
     assert "We could not read that request" in response.content.decode()
     assert "Content-Security-Policy" in response
     assert list(ApiKey.objects.values()) == before
+    assert memberships() == members_before
 
 
 # Each URL that changes something, and the page that holds its form.
@@ -88,6 +102,8 @@ ACTIONS = [
     ("keys:allowlist", "key", "keys:allowlist-form"),
     ("keys:rename", "key", "keys:rename-form"),
     ("keys:archive", "key", "keys:archive-form"),
+    ("dashboard:member-role", "member", "dashboard:member-role-form"),
+    ("dashboard:member-remove", "member", "dashboard:member-remove-form"),
 ]
 
 
@@ -104,28 +120,31 @@ def ready_for(action: str, owner, merchant, key, clock) -> None:
         clock.next_code_step()
 
 
-def _args(scope, merchant, key):
+def _args(scope, merchant, key, member=None):
+    if scope == "member":
+        return [merchant.slug, member.pk]
     return {"account": [], "merchant": [merchant.slug], "key": [merchant.slug, key.pk]}[scope]
 
 
 @pytest.mark.parametrize("method", ["get", "head", "put", "patch", "delete"])
 @pytest.mark.parametrize("name, scope, form_page", ACTIONS, ids=[a[0] for a in ACTIONS])
-def test_every_action_answers_any_method_but_post_with_405(owner, owner_client, merchant, key, name, scope,
+def test_every_action_answers_any_method_but_post_with_405(owner, owner_client, merchant, key, member, name, scope,
                                                             form_page, method):
     owner_client.get(reverse("keys:list", args=[merchant.slug]))  # the merchant is already the one last opened
     before_keys, before_user = list(ApiKey.objects.values()), list(type(owner).objects.values())
-    before_events = AuditEvent.objects.count()
+    before_events, before_members = AuditEvent.objects.count(), memberships()
 
-    response = getattr(owner_client, method)(reverse(name, args=_args(scope, merchant, key)))
+    response = getattr(owner_client, method)(reverse(name, args=_args(scope, merchant, key, member)))
 
     assert response.status_code == 405
     assert response["Allow"] == "POST"
     if method != "head":
-        form_url = reverse(form_page, args=_args(scope, merchant, key) if scope != "account" else [])
+        form_url = reverse(form_page, args=_args(scope, merchant, key, member) if scope != "account" else [])
         assert f'href="{form_url}"' in response.content.decode()
     assert list(ApiKey.objects.values()) == before_keys
     assert list(type(owner).objects.values()) == before_user
     assert AuditEvent.objects.count() == before_events
+    assert memberships() == before_members
     assert owner_client.get(reverse("keys:list", args=[merchant.slug])).status_code == 200  # still signed in
 
 
