@@ -12,7 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from .admin_site import StaffModelAdminMixin
 from .audit import RequestContext, record
-from .models import AuditAction, AuditEvent, Membership, Merchant, Role, User
+from .models import AuditAction, AuditEvent, Invitation, Membership, Merchant, Role, User
 
 
 class ReadOnlyAdminMixin:
@@ -128,6 +128,21 @@ def _audit_membership_changes(request, merchant: Merchant, formset) -> None:
 def is_kept_for_its_history(merchant: Merchant) -> bool:
     """Whether rows that are never deleted (its API keys, its audit events) refer to the merchant."""
     return merchant.api_keys.exists() or AuditEvent.objects.filter(merchant=merchant).exists()
+
+
+@admin.register(Invitation)
+class InvitationAdmin(StaffModelAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Who was invited where, and what became of it; never the link (only its digest is kept, not shown either)."""
+
+    list_display = ["email", "merchant", "role", "invited_by", "created_at", "expires_at", "accepted_at", "withdrawn_at"]
+    list_filter = ["role"]
+    search_fields = ["email", "merchant__name", "merchant__slug"]
+    list_select_related = ["merchant", "invited_by"]
+    fields = ["email", "merchant", "role", "invited_by", "created_at", "expires_at", "accepted_at", "withdrawn_at"]
+    readonly_fields = fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Merchant)

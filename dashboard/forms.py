@@ -1,9 +1,10 @@
 """Input rules of the sign-in and account pages."""
 from django import forms
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 
 from .members import ASSIGNABLE_ROLES, ROLE_SUMMARIES
-from .models import time_zones
+from .models import User, time_zones
 from .two_factor import MAX_CODE_INPUT_LENGTH, CodeKind, parse_code
 
 SIGN_IN_REFUSED_MESSAGE = "The email address or password is not right."
@@ -102,13 +103,62 @@ class TimeZoneForm(forms.Form):
     )
 
 
-class MemberRoleForm(CodeForm):
-    """An Owner gives another member a new role: any but Owner, which platform staff give."""
-
-    role = forms.ChoiceField(
-        label="New role",
+def role_field(label: str) -> forms.ChoiceField:
+    return forms.ChoiceField(
+        label=label,
         choices=[(role.value, f"{role.label}: {ROLE_SUMMARIES[role]}") for role in ASSIGNABLE_ROLES],
         widget=forms.RadioSelect,
         error_messages={"required": "Choose a role.", "invalid_choice": "Choose one of the roles listed."},
     )
+
+
+class MemberRoleForm(CodeForm):
+    """An Owner gives another member a new role: any but Owner, which platform staff give."""
+
+    role = role_field("New role")
     field_order = ["role", "code"]
+
+
+class InvitationForm(CodeForm):
+    """An Owner invites a person by email address, with a role."""
+
+    email = forms.EmailField(
+        label="Email address",
+        max_length=254,
+        help_text="The invitation is sent here; the link in it works once, for 7 days.",
+        widget=forms.EmailInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        error_messages={"required": "Enter the email address to invite.", "invalid": "Enter a valid email address."},
+    )
+    role = role_field("Role")
+    field_order = ["email", "role", "code"]
+
+
+class NewAccountForm(forms.Form):
+    """The password of an account made from an invitation; the address is the invitation's."""
+
+    password = forms.CharField(
+        label="Choose a password", strip=False, max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 12 characters, not a common password, not like your email address.",
+        error_messages={"required": "Choose a password."},
+    )
+    password_again = forms.CharField(
+        label="The same password again", strip=False, max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        error_messages={"required": "Type the password again."},
+    )
+
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        validate_password(password, user=User(email=self.email))
+        return password
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("password") and cleaned.get("password_again") and cleaned["password"] != cleaned["password_again"]:
+            self.add_error("password_again", "The two passwords differ.")
+        return cleaned

@@ -44,12 +44,12 @@ def change_role(
 ) -> Membership:
     """Give the member ``role`` (any but Owner); from the next request on, they see what it allows."""
     action = AuditAction.MEMBERSHIP_ROLE_CHANGED
-    _require_owner(action, actor=actor, merchant=merchant, context=context)
+    require_owner(action, actor=actor, merchant=merchant, context=context)
     if role not in ASSIGNABLE_ROLES:
-        raise _refuse(action, MemberChangeRefused(
+        raise refuse(action, MemberChangeRefused(
             "Only platform staff give the Owner role: contact support.", code="owner_role",
         ), actor=actor, merchant=merchant, context=context)
-    _verify_code(action, actor=actor, merchant=merchant, code=code, context=context, purpose="change a member's role")
+    verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="change a member's role")
 
     def change(membership: Membership) -> dict:
         if membership.role == role:
@@ -67,8 +67,8 @@ def change_role(
 def remove_member(*, actor, merchant: Merchant, membership_id: int, code: str, context: RequestContext) -> Membership:
     """Take the member off the merchant: their next request to its pages is a 404. Their account stays."""
     action = AuditAction.MEMBERSHIP_REMOVED
-    _require_owner(action, actor=actor, merchant=merchant, context=context)
-    _verify_code(action, actor=actor, merchant=merchant, code=code, context=context, purpose="remove a member")
+    require_owner(action, actor=actor, merchant=merchant, context=context)
+    verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="remove a member")
 
     def change(membership: Membership) -> dict:
         membership.delete()
@@ -77,16 +77,15 @@ def remove_member(*, actor, merchant: Merchant, membership_id: int, code: str, c
     return _change(action, actor=actor, merchant=merchant, membership_id=membership_id, context=context, change=change)
 
 
-def _require_owner(action: AuditAction, *, actor, merchant: Merchant, context: RequestContext) -> None:
+def require_owner(action: AuditAction, *, actor, merchant: Merchant, context: RequestContext) -> None:
     # Read again here, not trusted from the view: a demoted Owner is refused on the very next request.
     if not Membership.objects.filter(user=actor, merchant=merchant, role=Role.OWNER).exists():
-        raise _refuse(action, MemberChangeRefused(
+        raise refuse(action, MemberChangeRefused(
             "Managing members needs the Owner role.", code="not_owner",
         ), actor=actor, merchant=merchant, context=context)
 
 
-def _verify_code(action: AuditAction, *, actor, merchant: Merchant, code: str, context: RequestContext,
-                 purpose: str) -> None:
+def verify_code(*, actor, merchant: Merchant, code: str, context: RequestContext, purpose: str) -> None:
     verify_fresh_code(actor, code, context=context, merchant=merchant, purpose=purpose)
 
 
@@ -115,11 +114,11 @@ def _change(action: AuditAction, *, actor, merchant: Merchant, membership_id: in
                 else:
                     record(action, actor=actor, merchant=merchant, target=target, context=context, details=details)
     if refusal is not None:
-        raise _refuse(action, refusal, actor=actor, merchant=merchant, context=context, target=target)
+        raise refuse(action, refusal, actor=actor, merchant=merchant, context=context, target=target)
     return membership
 
 
-def _refuse(action: AuditAction, refusal: MemberChangeRefused, *, actor, merchant: Merchant, context: RequestContext,
+def refuse(action: AuditAction, refusal: MemberChangeRefused, *, actor, merchant: Merchant, context: RequestContext,
             target: str = "") -> MemberChangeRefused:
     """Audit a refusal in its own transaction, then hand the exception back for the caller to raise."""
     record(action, actor=actor, merchant=merchant, outcome=AuditOutcome.REFUSED, target=target, context=context,

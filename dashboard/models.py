@@ -142,6 +142,52 @@ class Membership(models.Model):
         return self.role == Role.OWNER
 
 
+class InvitationQuerySet(models.QuerySet):
+    def still_open(self) -> InvitationQuerySet:
+        """Neither accepted nor withdrawn, and not past its time."""
+        return self.filter(accepted_at__isnull=True, withdrawn_at__isnull=True, expires_at__gt=timezone.now())
+
+
+class Invitation(models.Model):
+    """An Owner's invitation of a person, by email address, to join the merchant with a role (never Owner).
+
+    The link in the email carries a token; only its SHA-256 is kept. It works once, until ``expires_at``.
+    """
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(max_length=254)
+    role = models.CharField(max_length=20, choices=Role.choices)
+    token_digest = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    objects = InvitationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The platform's rule: Owners do not make Owners.
+            models.CheckConstraint(
+                condition=models.Q(role__in=[role for role in Role.values if role != Role.OWNER]),
+                name="invitation_role_is_not_owner",
+            ),
+            # A new invitation to the same address withdraws the one before.
+            models.UniqueConstraint(
+                fields=["merchant", "email"],
+                condition=models.Q(accepted_at__isnull=True, withdrawn_at__isnull=True),
+                name="one_open_invitation_per_address",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.merchant}"
+
+
 class AuditAction(models.TextChoices):
     SIGN_IN = "sign_in", "Sign-in"
     SIGN_IN_FAILED = "sign_in_failed", "Sign-in refused"
@@ -152,6 +198,8 @@ class AuditAction(models.TextChoices):
     DEVICE_ENROLLED = "device_enrolled", "Authenticator enrolled"
     DEVICE_RESET = "device_reset", "Authenticator reset by staff"
     BACKUP_CODES_GENERATED = "backup_codes_generated", "Backup codes generated"
+    MEMBER_INVITED = "member_invited", "Member invited"
+    INVITATION_WITHDRAWN = "invitation_withdrawn", "Invitation withdrawn"
     MEMBERSHIP_ADDED = "membership_added", "Member added"
     MEMBERSHIP_ROLE_CHANGED = "membership_role_changed", "Member role changed"
     MEMBERSHIP_REMOVED = "membership_removed", "Member removed"
@@ -200,6 +248,8 @@ REFUSAL_REASONS = {
     "owner_role": "only platform staff give the Owner role",
     "owner_member": "only platform staff change an Owner",
     "same_role": "already had that role",
+    "already_member": "already a member",
+    "invited_meanwhile": "invited by someone else at the same moment",
 }
 # What an event was about (target, "kind:value"), in the Activity page's words.
 TARGET_KINDS = {"api_key": "API key", "user": "User"}

@@ -21,6 +21,10 @@ dashboard_patterns = [
     path("m/<slug:merchant_slug>/members/", views.MembersView.as_view(), name="members"),
     *action("m/<slug:merchant_slug>/members/<int:membership_id>/role/", views.MemberRoleView, "member-role"),
     *action("m/<slug:merchant_slug>/members/<int:membership_id>/remove/", views.RemoveMemberView, "member-remove"),
+    *action("m/<slug:merchant_slug>/members/invite/", views.InviteMemberView, "member-invite"),
+    *action("m/<slug:merchant_slug>/invitations/<int:invitation_id>/withdraw/", views.WithdrawInvitationView,
+            "invitation-withdraw"),
+    path("invitations/<str:token>/", views.InvitationView.as_view(), name="invitation"),
 ]
 
 urlpatterns = [

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
@@ -21,11 +21,14 @@ from django_otp import login as otp_login
 from django_otp.middleware import is_verified as otp_is_verified
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from . import members, rate_limit, two_factor
+from . import invitations, members, rate_limit, two_factor
 from .access import ActionMixin, MerchantMemberRequiredMixin, OwnerRequiredMixin, RestrictedAllowedMixin, VerifiedUserRequiredMixin
 from .audit import RequestContext, record
-from .forms import SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, MemberRoleForm, SignInForm, TimeZoneForm
-from .models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
+from .forms import (
+    SIGN_IN_REFUSED_MESSAGE, CodeForm, EnrolmentForm, InvitationForm, MemberRoleForm, NewAccountForm, SignInForm,
+    TimeZoneForm,
+)
+from .models import AuditAction, AuditEvent, AuditOutcome, Invitation, Membership, Role
 from .qr import qr_code_svg
 from .timeline import timeline_page
 
@@ -283,7 +286,17 @@ class MembersView(OwnerRequiredMixin, TemplateView):
             )
             for membership in memberships
         ]
-        return super().get_context_data(rows=rows, **kwargs)
+        slug = self.merchant.slug
+        invitations = [
+            (invitation, reverse("dashboard:invitation-withdraw-form",
+                                 kwargs={"merchant_slug": slug, "invitation_id": invitation.pk}))
+            for invitation in Invitation.objects.still_open().filter(merchant=self.merchant)
+            .select_related("invited_by").order_by("email")
+        ]
+        return super().get_context_data(
+            rows=rows, invitations=invitations,
+            invite_url=reverse("dashboard:member-invite-form", kwargs={"merchant_slug": slug}), **kwargs,
+        )
 
     def _url(self, name: str, membership: Membership) -> str:
         return reverse(name, kwargs={"merchant_slug": self.merchant.slug, "membership_id": membership.pk})
@@ -388,6 +401,162 @@ class RemoveMemberView(MemberActionView):
             self.request, f"{membership.user.email} is no longer a member of {self.merchant.name}. Their account stays.",
         )
         return redirect("dashboard:members", merchant_slug=self.merchant.slug)
+
+
+@method_decorator(sensitive_post_parameters("code"), name="dispatch")
+class InviteMemberView(ActionMixin, OwnerRequiredMixin, View):
+    """Served twice: the form page answers GET at member-invite-form, the action POST at member-invite."""
+
+    template_name = "dashboard/member_invite.html"
+
+    def form_url(self) -> str:
+        return reverse("dashboard:member-invite-form", kwargs={"merchant_slug": self.kwargs["merchant_slug"]})
+
+    def _render(self, form):
+        return render(self.request, self.template_name, {
+            "form": form, "merchant": self.merchant,
+            "action_url": reverse("dashboard:member-invite", kwargs={"merchant_slug": self.merchant.slug}),
+            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
+            "back_label": "Members",
+        })
+
+    def get(self, request, merchant_slug):
+        return self._render(InvitationForm())
+
+    def post(self, request, merchant_slug):
+        form = InvitationForm(request.POST)
+        if form.is_valid():
+            try:
+                invitation = invitations.invite(
+                    actor=request.user, merchant=self.merchant, email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"], code=form.cleaned_data["code"],
+                    context=RequestContext.from_request(request),
+                    link_for=lambda token: request.build_absolute_uri(
+                        reverse("dashboard:invitation", kwargs={"token": token})
+                    ),
+                )
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            except members.MemberChangeRefused as refusal:
+                form.add_error(None, refusal.message)
+            else:
+                messages.success(
+                    request, f"Invitation sent to {invitation.email}, with the {invitation.get_role_display()} role. "
+                    "Its link works once, for 7 days.",
+                )
+                return redirect("dashboard:members", merchant_slug=merchant_slug)
+        return self._render(form)
+
+
+@method_decorator(sensitive_post_parameters("code"), name="dispatch")
+class WithdrawInvitationView(ActionMixin, OwnerRequiredMixin, View):
+    """Served twice: the form page at invitation-withdraw-form, the action (POST) at invitation-withdraw."""
+
+    template_name = "dashboard/invitation_withdraw.html"
+
+    def authorize(self, request, **kwargs) -> None:
+        super().authorize(request, **kwargs)
+        self.invitation = (
+            Invitation.objects.still_open().select_related("invited_by")
+            .filter(merchant=self.merchant, pk=kwargs["invitation_id"]).first()
+        )
+        if self.invitation is None:
+            raise Http404("No such invitation.")
+
+    def form_url(self) -> str:
+        return reverse("dashboard:invitation-withdraw-form", kwargs=self.kwargs)
+
+    def _render(self, form):
+        return render(self.request, self.template_name, {
+            "form": form, "merchant": self.merchant, "invitation": self.invitation,
+            "action_url": reverse("dashboard:invitation-withdraw", kwargs=self.kwargs),
+            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
+            "back_label": "Members",
+        })
+
+    def get(self, request, merchant_slug, invitation_id):
+        return self._render(CodeForm())
+
+    def post(self, request, merchant_slug, invitation_id):
+        form = CodeForm(request.POST)
+        if form.is_valid():
+            try:
+                invitation = invitations.withdraw(
+                    actor=request.user, merchant=self.merchant, invitation_id=self.invitation.pk,
+                    code=form.cleaned_data["code"], context=RequestContext.from_request(request),
+                )
+            except members.MemberNotFound:
+                raise Http404("No such invitation.") from None
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            except members.MemberChangeRefused as refusal:
+                form.add_error(None, refusal.message)
+            else:
+                messages.success(request, f"The invitation of {invitation.email} is withdrawn: its link no longer works.")
+                return redirect("dashboard:members", merchant_slug=merchant_slug)
+        return self._render(form)
+
+
+@method_decorator(no_store_sensitive, name="dispatch")
+class InvitationView(View):
+    """The page an invitation's link opens: choose a password (no account for the address yet), sign in as the
+    invited account, or accept once signed in as it. A link that no longer works is a 404 saying so."""
+
+    template_name = "dashboard/invitation.html"
+
+    def dispatch(self, request, *args, **kwargs):
+        self.invitation = invitations.open_invitation(kwargs["token"])
+        if self.invitation is None:
+            return render(request, "dashboard/invitation_gone.html", {"message": invitations.InvitationGone().message},
+                          status=404)
+        self.account = get_user_model().objects.filter(email__iexact=self.invitation.email).first()
+        return super().dispatch(request, *args, **kwargs)
+
+    def _render(self, request, **context):
+        user = request.user
+        signed_in_as_invited = (
+            self.account is not None and user.is_authenticated and user.pk == self.account.pk and otp_is_verified(user)
+        )
+        return render(request, self.template_name, {
+            "invitation": self.invitation,
+            "has_account": self.account is not None,
+            "signed_in_as_invited": signed_in_as_invited,
+            "signed_in_as_other": user.is_authenticated and self.account is not None and user.pk != self.account.pk,
+            "sign_in_url": f"{reverse('dashboard:sign-in')}?{urlencode({'next': request.path})}",
+            **context,
+        })
+
+    def get(self, request, token):
+        return self._render(request, form=NewAccountForm(email=self.invitation.email) if self.account is None else None)
+
+    def post(self, request, token):
+        context = RequestContext.from_request(request)
+        if self.account is None:
+            form = NewAccountForm(request.POST, email=self.invitation.email)
+            if form.is_valid():
+                try:
+                    invitations.create_account_and_accept(
+                        token=token, password=form.cleaned_data["password"], context=context,
+                    )
+                except members.MemberChangeRefused as refusal:
+                    form.add_error(None, refusal.message)
+                else:
+                    messages.success(
+                        request, f"Your account {self.invitation.email} is ready and a member of "
+                        f"{self.invitation.merchant.name}. Sign in, then set up your authenticator app.",
+                    )
+                    return redirect("dashboard:sign-in")
+            return self._render(request, form=form)
+        user = request.user
+        if not (user.is_authenticated and otp_is_verified(user)):
+            return self._render(request, refusal=f"Sign in as {self.invitation.email} first, then accept.")
+        try:
+            invitations.accept(user=user, token=token, context=context)
+        except members.MemberChangeRefused as refusal:
+            return self._render(request, refusal=refusal.message)
+        messages.success(request, f"You are now a member of {self.invitation.merchant.name}, "
+                                  f"with the {self.invitation.get_role_display()} role.")
+        return redirect("dashboard:merchant-home", merchant_slug=self.invitation.merchant.slug)
 
 
 class ActivityView(OwnerRequiredMixin, TemplateView):

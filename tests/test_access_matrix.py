@@ -1,13 +1,16 @@
 """Every dashboard URL × every kind of visitor gets exactly the answer it should."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import SESSION_KEY
 from django.http import QueryDict
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import urlencode
 
-from dashboard.models import AuditEvent, Membership, Role
+from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Invitation, Membership, Role
 from dashboard.views import PENDING_SIGN_IN_KEY
 from keys.models import ApiKey
 
@@ -43,13 +46,19 @@ MERCHANT_PAGES = {
     "dashboard:member-remove-form": (200, 403, 403),
     "dashboard:member-role": (405, 403, 403),
     "dashboard:member-remove": (405, 403, 403),
+    "dashboard:member-invite-form": (200, 403, 403),
+    "dashboard:member-invite": (405, 403, 403),
+    "dashboard:invitation-withdraw-form": (200, 403, 403),
+    "dashboard:invitation-withdraw": (405, 403, 403),
 }
 KEY_ACTIONS = {"keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive"}
 KEY_PAGES = KEY_ACTIONS | {f"{name}-form" for name in KEY_ACTIONS}
 MEMBER_ACTIONS = {"dashboard:member-role", "dashboard:member-remove"}
 MEMBER_PAGES = MEMBER_ACTIONS | {f"{name}-form" for name in MEMBER_ACTIONS}
+INVITATION_PAGES = {"dashboard:invitation-withdraw", "dashboard:invitation-withdraw-form"}
 # Every URL of a merchant that changes or computes something when POSTed to.
-MERCHANT_ACTIONS = ["keys:generate", *sorted(KEY_ACTIONS), "integration:signature-check", *sorted(MEMBER_ACTIONS)]
+MERCHANT_ACTIONS = ["keys:generate", *sorted(KEY_ACTIONS), "integration:signature-check", *sorted(MEMBER_ACTIONS),
+                    "dashboard:member-invite", "dashboard:invitation-withdraw"]
 ACCOUNT_PAGES = ["dashboard:home", "dashboard:account-security", "dashboard:backup-codes", "dashboard:time-zone",
                  "dashboard:sign-out", "dashboard:sign-in", "dashboard:sign-in-code", "dashboard:enrol"]
 NOT_VERIFIED = ["anonymous", "password only", "staff without 2FA"]
@@ -62,7 +71,11 @@ def world(merchant, owner):
     key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "a" * 40, created_by=owner)
     other = helpers.create_merchant("Other Merchant")
     member = Membership.objects.get(user=helpers.create_member(merchant, Role.VIEW, "listed@acme.test"))
-    return {"merchant": merchant, "key": key, "member": member, "other": other,
+    invitation = Invitation.objects.create(
+        merchant=merchant, email="invited@example.test", role=Role.VIEW, token_digest="0" * 64, invited_by=owner,
+        expires_at=timezone.now() + timedelta(days=7),
+    )
+    return {"merchant": merchant, "key": key, "member": member, "invitation": invitation, "other": other,
             "other_owner": helpers.create_member(other, Role.OWNER)}
 
 
@@ -72,6 +85,8 @@ def url_for(name: str, world) -> str:
         kwargs["key_id"] = world["key"].pk
     if name in MEMBER_PAGES:
         kwargs["membership_id"] = world["member"].pk
+    if name in INVITATION_PAGES:
+        kwargs["invitation_id"] = world["invitation"].pk
     return reverse(name, kwargs=kwargs)
 
 
@@ -146,11 +161,13 @@ def key_action_events() -> int:
 
 
 def membership_rows():
-    return list(Membership.objects.order_by("pk").values())
+    return [list(Membership.objects.order_by("pk").values()), list(Invitation.objects.order_by("pk").values())]
 
 
 def member_change_events() -> int:
-    return AuditEvent.objects.filter(action__startswith="membership_").count()
+    return AuditEvent.objects.filter(
+        action__in=[AuditAction.MEMBER_INVITED, AuditAction.INVITATION_WITHDRAWN], outcome=AuditOutcome.SUCCEEDED,
+    ).count() + AuditEvent.objects.filter(action__startswith="membership_").count()
 
 
 @pytest.mark.parametrize("visitor", [v for v in VISITORS if v != "owner"])
@@ -162,7 +179,7 @@ def test_a_refused_post_to_a_merchant_action_changes_nothing(client, clock, owne
     # A well-formed request with the visitor's own valid code: only the access rule stands in the way.
     code = helpers.current_code(user) if user is not None else "123456"
     data = {"name": "Taken over", "allowlist": "0.0.0.0/0", "code": code, "body": "{}", "signature": "0" * 128,
-            "role": Role.RESTRICTED}
+            "role": Role.RESTRICTED, "email": "taken.over@example.test"}
     url = url_for(name, world)
 
     response = client.post(url, data)

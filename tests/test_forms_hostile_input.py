@@ -1,16 +1,19 @@
 """Hostile input to the dashboard's forms: CSRF everywhere, codes and key names of any shape, never a 500."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dashboard.audit import RequestContext
 from dashboard.forms import CodeForm
-from dashboard.models import AuditEvent, Membership, Role
+from dashboard.models import AuditEvent, Invitation, Membership, Role
 from keys import services
 from keys.allowlist import parse_allowlist
 from keys.models import ApiKey, KeyStatus
@@ -21,13 +24,15 @@ HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[Hea
 
 
 @pytest.fixture
-def member(merchant) -> Membership:
-    """A View member, whom the Members tab's actions would change."""
+def member(merchant, owner) -> Membership:
+    """A View member, whom the Members tab's actions would change, and an invitation they could withdraw."""
+    Invitation.objects.create(merchant=merchant, email="invited@example.test", role=Role.VIEW, token_digest="0" * 64,
+                              invited_by=owner, expires_at=timezone.now() + timedelta(days=7))
     return Membership.objects.get(user=helpers.create_member(merchant, Role.VIEW, "viewer@acme.test"))
 
 
-def memberships() -> list[dict]:
-    return list(Membership.objects.order_by("pk").values())
+def memberships() -> list[list[dict]]:
+    return [list(Membership.objects.order_by("pk").values()), list(Invitation.objects.order_by("pk").values())]
 
 
 @pytest.fixture
@@ -52,6 +57,8 @@ FORMS = [
     ("integration:signature-check", "merchant", {"body": "{}", "signature": "00"}),
     ("dashboard:member-role", "member", {"role": "restricted", "code": "123456"}),
     ("dashboard:member-remove", "member", {"code": "123456"}),
+    ("dashboard:member-invite", "merchant", {"email": "new@example.test", "role": "view", "code": "123456"}),
+    ("dashboard:invitation-withdraw", "invitation", {"code": "123456"}),
 ]
 
 
@@ -104,6 +111,8 @@ ACTIONS = [
     ("keys:archive", "key", "keys:archive-form"),
     ("dashboard:member-role", "member", "dashboard:member-role-form"),
     ("dashboard:member-remove", "member", "dashboard:member-remove-form"),
+    ("dashboard:member-invite", "merchant", "dashboard:member-invite-form"),
+    ("dashboard:invitation-withdraw", "invitation", "dashboard:invitation-withdraw-form"),
 ]
 
 
@@ -123,6 +132,8 @@ def ready_for(action: str, owner, merchant, key, clock) -> None:
 def _args(scope, merchant, key, member=None):
     if scope == "member":
         return [merchant.slug, member.pk]
+    if scope == "invitation":
+        return [merchant.slug, Invitation.objects.get(merchant=merchant).pk]
     return {"account": [], "merchant": [merchant.slug], "key": [merchant.slug, key.pk]}[scope]
 
 
