@@ -10,6 +10,7 @@ from django.forms.models import BaseInlineFormSet
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from . import invitations
 from .admin_site import StaffModelAdminMixin
 from .audit import RequestContext, record
 from .models import AuditAction, AuditEvent, Invitation, Membership, Merchant, Role, User
@@ -140,9 +141,23 @@ class InvitationAdmin(StaffModelAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin
     list_select_related = ["merchant", "invited_by"]
     fields = ["email", "merchant", "role", "invited_by", "created_at", "expires_at", "accepted_at", "withdrawn_at"]
     readonly_fields = fields
+    actions = ["withdraw_invitations"]
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_withdraw_permission(self, request) -> bool:
+        return request.user.has_perm("dashboard.change_invitation")
+
+    @admin.action(description="Withdraw the selected invitations (their links stop working)",
+                  permissions=["withdraw"])
+    def withdraw_invitations(self, request, queryset):
+        count = invitations.withdraw_as_staff(
+            actor=request.user, invitation_ids=list(queryset.values_list("pk", flat=True)),
+            context=RequestContext.from_request(request),
+        )
+        self.message_user(request, f"Withdrawn: {count} invitation(s) whose link still worked; the Owners see it in "
+                                   "their Activity.")
 
 
 @admin.register(Merchant)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from . import members
 from .audit import RequestContext, record
 from .members import MemberChangeRefused
-from .models import AuditAction, Invitation, Membership, Merchant, User
+from .models import AuditAction, AuditOutcome, Invitation, Membership, Merchant, User
 
 logger = logging.getLogger("dashboard.invitations")
 
@@ -52,8 +52,9 @@ def normalized_email(email: str) -> str:
 def invite(
     *, actor, merchant: Merchant, email: str, role: str, code: str, context: RequestContext,
     link_for: Callable[[str], str],
-) -> Invitation:
-    """Invite ``email`` with ``role``; ``link_for(token)`` is the absolute address of the link the email carries."""
+) -> tuple[Invitation, bool]:
+    """Invite ``email`` with ``role``; ``link_for(token)`` is the absolute address of the link the email carries.
+    Returns the invitation and whether its email went out (if not, it stands, and inviting again sends a new link)."""
     action = AuditAction.MEMBER_INVITED
     email = normalized_email(email)
     members.require_owner(action, actor=actor, merchant=merchant, context=context)
@@ -69,25 +70,31 @@ def invite(
     members.verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="invite a member")
     token = secrets.token_urlsafe(32)
     now = timezone.now()
+    refusal = None
     try:
         with transaction.atomic():
-            Invitation.objects.filter(
-                merchant=merchant, email=email, accepted_at__isnull=True, withdrawn_at__isnull=True,
-            ).update(withdrawn_at=now)
-            invitation = Invitation.objects.create(
-                merchant=merchant, email=email, role=role, token_digest=token_digest(token), invited_by=actor,
-                created_at=now, expires_at=now + INVITATION_LIFETIME,
-            )
-            record(action, actor=actor, merchant=merchant, target=f"user:{email}", context=context,
-                   details={"role": role})
-            link = link_for(token)
-            transaction.on_commit(lambda: _send(invitation, link))
+            if not members.is_owner_now(actor, merchant):
+                refusal = members.NotOwner()
+            else:
+                replaced = Invitation.objects.filter(
+                    merchant=merchant, email=email, accepted_at__isnull=True, withdrawn_at__isnull=True,
+                ).update(withdrawn_at=now)
+                invitation = Invitation.objects.create(
+                    merchant=merchant, email=email, role=role, token_digest=token_digest(token), invited_by=actor,
+                    created_at=now, expires_at=now + INVITATION_LIFETIME,
+                )
+                details = {"role": role, **({"replaces_earlier_invitation": True} if replaced else {})}
+                record(action, actor=actor, merchant=merchant, target=f"user:{email}", context=context,
+                       details=details)
     except IntegrityError:
         # Another Owner invited the same address at the same moment: theirs stands.
-        raise members.refuse(action, MemberChangeRefused(
+        refusal = MemberChangeRefused(
             f"{email} was invited by someone else just now: see the pending invitations.", code="invited_meanwhile",
-        ), actor=actor, merchant=merchant, context=context, target=f"user:{email}") from None
-    return invitation
+        )
+    if refusal is not None:
+        raise members.refuse(action, refusal, actor=actor, merchant=merchant, context=context, target=f"user:{email}")
+    # Sent once the invitation is committed, so no link names a token the database does not hold.
+    return invitation, _send(invitation, link_for(token))
 
 
 def withdraw(*, actor, merchant: Merchant, invitation_id: int, code: str, context: RequestContext) -> Invitation:
@@ -95,84 +102,144 @@ def withdraw(*, actor, merchant: Merchant, invitation_id: int, code: str, contex
     action = AuditAction.INVITATION_WITHDRAWN
     members.require_owner(action, actor=actor, merchant=merchant, context=context)
     members.verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="withdraw an invitation")
+    refusal = None
     with transaction.atomic():
         invitation = (
             Invitation.objects.still_open().select_for_update().filter(merchant=merchant, pk=invitation_id).first()
         )
-        if invitation is not None:
+        if not members.is_owner_now(actor, merchant):
+            invitation, refusal = None, members.NotOwner()
+        elif invitation is None:
+            refusal = members.MemberNotFound()
+        else:
             invitation.withdrawn_at = timezone.now()
             invitation.save(update_fields=["withdrawn_at"])
             record(action, actor=actor, merchant=merchant, target=f"user:{invitation.email}", context=context,
                    details={"role": invitation.role})
-    if invitation is None:
-        raise members.refuse(action, members.MemberNotFound(), actor=actor, merchant=merchant, context=context)
+    if refusal is not None:
+        raise members.refuse(action, refusal, actor=actor, merchant=merchant, context=context)
     return invitation
+
+
+def withdraw_as_staff(*, actor, invitation_ids: list[int], context: RequestContext) -> int:
+    """Platform staff make the links of these invitations stop working (the admin); returns how many still worked."""
+    with transaction.atomic():
+        withdrawn = list(
+            Invitation.objects.still_open().select_for_update(of=("self",)).select_related("merchant")
+            .filter(pk__in=invitation_ids)
+        )
+        now = timezone.now()
+        for invitation in withdrawn:
+            invitation.withdrawn_at = now
+            invitation.save(update_fields=["withdrawn_at"])
+            record(AuditAction.INVITATION_WITHDRAWN, actor=actor, merchant=invitation.merchant,
+                   target=f"user:{invitation.email}", context=context,
+                   details={"role": invitation.role, "by_staff": True})
+    return len(withdrawn)
 
 
 def open_invitation(token: str) -> Invitation | None:
     """The invitation this token opens, if it still works."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    return Invitation.objects.still_open().select_related("merchant").filter(token_digest=token_digest(token)).first()
+    invitation = (
+        Invitation.objects.still_open().select_related("merchant", "invited_by")
+        .filter(token_digest=token_digest(token)).first()
+    )
+    return None if _unusable(invitation, lock=False) else invitation
 
 
 def accept(*, user, token: str, context: RequestContext) -> Membership:
     """``user``, signed in with both factors as the invited address, joins the merchant."""
     with transaction.atomic():
         invitation = _locked_open_invitation(token)
-        if invitation.email != user.email.lower():
-            raise MemberChangeRefused(
+        refusal = _unusable(invitation)
+        if refusal is None and invitation.email != user.email.lower():
+            refusal = MemberChangeRefused(
                 f"This invitation is for {invitation.email}: sign in as that account to accept it.",
                 code="other_account",
             )
-        return _join(invitation, user, context)
+        if refusal is None:
+            try:
+                return _join(invitation, user, context)
+            except MemberChangeRefused as refused:
+                refusal = refused
+    raise _refuse_joining(refusal, invitation, actor=user, context=context)
 
 
 def create_account_and_accept(*, token: str, password: str, context: RequestContext) -> User:
     """A new account for the invited address, with ``password`` (already validated), member of the merchant.
     It has no authenticator yet: its first sign-in sets one up before any page opens."""
+    has_account = MemberChangeRefused("This address has an account already: sign in to accept the invitation.",
+                                      code="has_account")
     with transaction.atomic():
         invitation = _locked_open_invitation(token)
-        if User.objects.filter(email__iexact=invitation.email).exists():
-            raise MemberChangeRefused(
-                f"{invitation.email} has an account already: sign in to accept the invitation.", code="has_account",
-            )
-        user = User.objects.create_user(email=invitation.email, password=password)
-        _join(invitation, user, context)
-    return user
+        refusal = _unusable(invitation)
+        if refusal is None and User.objects.filter(email__iexact=invitation.email).exists():
+            refusal = has_account
+        if refusal is None:
+            try:
+                with transaction.atomic():
+                    user = User.objects.create_user(email=invitation.email, password=password)
+                    _join(invitation, user, context)
+                return user
+            except IntegrityError:
+                refusal = has_account  # the same address's account, made by another request at the same moment
+    raise _refuse_joining(refusal, invitation, actor=None, context=context)
 
 
-def _locked_open_invitation(token: str) -> Invitation:
+def _locked_open_invitation(token: str) -> Invitation | None:
     if not token or len(token) > MAX_TOKEN_LENGTH:
-        raise InvitationGone()
-    invitation = (
+        return None
+    return (
         # Only the invitation's row: its inviter may be gone (an outer join PostgreSQL will not lock).
         Invitation.objects.still_open().select_for_update(of=("self",)).select_related("merchant", "invited_by")
         .filter(token_digest=token_digest(token)).first()
     )
-    if invitation is None:
-        raise InvitationGone()
-    return invitation
+
+
+def _unusable(invitation: Invitation | None, *, lock: bool = True) -> MemberChangeRefused | None:
+    """Why the link does not work, if it does not: gone, or its sender is no longer an Owner of the merchant (a
+    demoted or removed Owner's invitations stop working with their role)."""
+    if invitation is None or invitation.invited_by is None:
+        return InvitationGone()
+    if not members.is_owner_now(invitation.invited_by, invitation.merchant, lock=lock):
+        return InvitationGone()
+    return None
 
 
 def _join(invitation: Invitation, user, context: RequestContext) -> Membership:
-    if Membership.objects.filter(user=user, merchant=invitation.merchant).exists():
-        raise MemberChangeRefused(f"You are already a member of {invitation.merchant.name}.", code="already_member")
-    membership = Membership.objects.create(user=user, merchant=invitation.merchant, role=invitation.role)
+    try:
+        with transaction.atomic():
+            membership = Membership.objects.create(user=user, merchant=invitation.merchant, role=invitation.role)
+    except IntegrityError:
+        raise MemberChangeRefused(
+            f"You are already a member of {invitation.merchant.name}.", code="already_member",
+        ) from None
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
-    inviter = invitation.invited_by.email if invitation.invited_by else ""
     record(AuditAction.MEMBERSHIP_ADDED, actor=user, merchant=invitation.merchant, target=f"user:{user.email}",
-           context=context, details={"role": invitation.role, "invited_by": inviter})
+           context=context, details={"role": invitation.role, "invited_by": invitation.invited_by.email})
     return membership
 
 
-def _send(invitation: Invitation, link: str) -> None:
+def _refuse_joining(refusal: MemberChangeRefused, invitation: Invitation | None, *, actor,
+                    context: RequestContext) -> MemberChangeRefused:
+    """Audit a refused use of an invitation that exists (after the rollback: in its own transaction), and hand the
+    refusal back to raise. A made-up link is not audited: anyone could fill the trail with them."""
+    if invitation is not None:
+        record(
+            AuditAction.MEMBERSHIP_ADDED, actor=actor, merchant=invitation.merchant, outcome=AuditOutcome.REFUSED,
+            target=f"user:{invitation.email}", context=context, details={"reason": refusal.code},
+        )
+    return refusal
+
+
+def _send(invitation: Invitation, link: str) -> bool:
     merchant = invitation.merchant
-    inviter = invitation.invited_by.email if invitation.invited_by else "An Owner"
     expires = invitation.expires_at.strftime("%Y-%m-%d %H:%M UTC")
     body = (
-        f"{inviter} invites you to {merchant.name} on the processing sandbox dashboard, with the "
+        f"{invitation.invited_by.email} invites you to {merchant.name} on the processing sandbox dashboard, with the "
         f"{invitation.get_role_display()} role.\n\n"
         f"Accept here (the link works once, until {expires}):\n{link}\n\n"
         "Without an account for this address you choose a password there, then set up an authenticator app at "
@@ -182,5 +249,6 @@ def _send(invitation: Invitation, link: str) -> None:
         send_mail(f"[{merchant.name}] You are invited to the sandbox dashboard", body, settings.DEFAULT_FROM_EMAIL,
                   [invitation.email])
     except OSError:
-        # The invitation stands and is listed; the Owner can invite again to send a new link.
         logger.exception("could not send the invitation email merchant=%s", merchant.slug)
+        return False
+    return True

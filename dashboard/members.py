@@ -77,12 +77,22 @@ def remove_member(*, actor, merchant: Merchant, membership_id: int, code: str, c
     return _change(action, actor=actor, merchant=merchant, membership_id=membership_id, context=context, change=change)
 
 
+class NotOwner(MemberChangeRefused):
+    def __init__(self):
+        super().__init__("Managing members needs the Owner role.", code="not_owner")
+
+
+def is_owner_now(user, merchant: Merchant, *, lock: bool = True) -> bool:
+    """Whether ``user`` is an Owner of ``merchant``. With ``lock``, inside the caller's transaction, holding the
+    membership's row: a demotion by staff waits for the change in progress, and one that came first is seen."""
+    owners = Membership.objects.filter(user=user, merchant=merchant, role=Role.OWNER)
+    return (owners.select_for_update() if lock else owners).first() is not None
+
+
 def require_owner(action: AuditAction, *, actor, merchant: Merchant, context: RequestContext) -> None:
     # Read again here, not trusted from the view: a demoted Owner is refused on the very next request.
     if not Membership.objects.filter(user=actor, merchant=merchant, role=Role.OWNER).exists():
-        raise refuse(action, MemberChangeRefused(
-            "Managing members needs the Owner role.", code="not_owner",
-        ), actor=actor, merchant=merchant, context=context)
+        raise refuse(action, NotOwner(), actor=actor, merchant=merchant, context=context)
 
 
 def verify_code(*, actor, merchant: Merchant, code: str, context: RequestContext, purpose: str) -> None:
@@ -94,10 +104,12 @@ def _change(action: AuditAction, *, actor, merchant: Merchant, membership_id: in
     refusal, target = None, ""
     with transaction.atomic():
         membership = (
-            Membership.objects.select_for_update().select_related("user")
+            Membership.objects.select_for_update(of=("self",)).select_related("user")
             .filter(merchant=merchant, pk=membership_id).first()
         )
-        if membership is None:
+        if not is_owner_now(actor, merchant):
+            refusal = NotOwner()
+        elif membership is None:
             refusal = MemberNotFound()
         else:
             target = f"user:{membership.user.email}"

@@ -205,9 +205,11 @@ def has_confirmed_authenticator(user) -> bool:
 def authenticator_reset_at(user) -> datetime | None:
     """When platform staff last took the user's authenticator app away (a 2FA reset in the admin), if ever: the
     enrolment page then says why it asks for one again."""
+    # Since this account was made: an address can belong to an earlier, deleted account.
     return (
         AuditEvent.objects.filter(
             action=AuditAction.DEVICE_RESET, target=f"user:{user.email}", details__kind=TOTPDevice._meta.model_name,
+            created_at__gte=user.date_joined,
         )
         .order_by("-created_at", "-id")
         .values_list("created_at", flat=True)

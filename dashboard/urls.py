@@ -24,7 +24,8 @@ dashboard_patterns = [
     *action("m/<slug:merchant_slug>/members/invite/", views.InviteMemberView, "member-invite"),
     *action("m/<slug:merchant_slug>/invitations/<int:invitation_id>/withdraw/", views.WithdrawInvitationView,
             "invitation-withdraw"),
-    path("invitations/<str:token>/", views.InvitationView.as_view(), name="invitation"),
+    path("invitations/<str:token>/", views.invitation_link, name="invitation-link"),
+    path("invitation/", views.InvitationView.as_view(), name="invitation"),
 ]
 
 urlpatterns = [

@@ -427,12 +427,12 @@ class InviteMemberView(ActionMixin, OwnerRequiredMixin, View):
         form = InvitationForm(request.POST)
         if form.is_valid():
             try:
-                invitation = invitations.invite(
+                invitation, sent = invitations.invite(
                     actor=request.user, merchant=self.merchant, email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"], code=form.cleaned_data["code"],
                     context=RequestContext.from_request(request),
                     link_for=lambda token: request.build_absolute_uri(
-                        reverse("dashboard:invitation", kwargs={"token": token})
+                        reverse("dashboard:invitation-link", kwargs={"token": token})
                     ),
                 )
             except two_factor.CodeRefused as refusal:
@@ -440,10 +440,16 @@ class InviteMemberView(ActionMixin, OwnerRequiredMixin, View):
             except members.MemberChangeRefused as refusal:
                 form.add_error(None, refusal.message)
             else:
-                messages.success(
-                    request, f"Invitation sent to {invitation.email}, with the {invitation.get_role_display()} role. "
-                    "Its link works once, for 7 days.",
-                )
+                if sent:
+                    messages.success(
+                        request, f"Invitation sent to {invitation.email}, with the {invitation.get_role_display()} "
+                        "role. Its link works once, for 7 days.",
+                    )
+                else:
+                    messages.warning(
+                        request, f"The invitation of {invitation.email} is saved, but its email could not be sent. "
+                        "Invite the address again to send a new link.",
+                    )
                 return redirect("dashboard:members", merchant_slug=merchant_slug)
         return self._render(form)
 
@@ -497,18 +503,36 @@ class WithdrawInvitationView(ActionMixin, OwnerRequiredMixin, View):
         return self._render(form)
 
 
+INVITATION_TOKEN_KEY = "invitation_token"
+
+
+def invitation_gone(request):
+    return render(request, "dashboard/invitation_gone.html", {"message": invitations.InvitationGone().message},
+                  status=404)
+
+
+@never_cache
+def invitation_link(request, token):
+    """The link in an invitation email: its token goes into the session, and the page it leads to has no token in
+    its address, so no later request, log line or Referer carries it."""
+    if invitations.open_invitation(token) is None:
+        return invitation_gone(request)
+    request.session[INVITATION_TOKEN_KEY] = token
+    return redirect("dashboard:invitation")
+
+
 @method_decorator(no_store_sensitive, name="dispatch")
 class InvitationView(View):
-    """The page an invitation's link opens: choose a password (no account for the address yet), sign in as the
-    invited account, or accept once signed in as it. A link that no longer works is a 404 saying so."""
+    """The invitation the session holds: choose a password (no account for the address yet), sign in as the
+    invited account, or accept once signed in as it. An invitation that no longer works is a 404 saying so."""
 
     template_name = "dashboard/invitation.html"
 
     def dispatch(self, request, *args, **kwargs):
-        self.invitation = invitations.open_invitation(kwargs["token"])
+        self.token = request.session.get(INVITATION_TOKEN_KEY, "")
+        self.invitation = invitations.open_invitation(self.token)
         if self.invitation is None:
-            return render(request, "dashboard/invitation_gone.html", {"message": invitations.InvitationGone().message},
-                          status=404)
+            return invitation_gone(request)
         self.account = get_user_model().objects.filter(email__iexact=self.invitation.email).first()
         return super().dispatch(request, *args, **kwargs)
 
@@ -526,21 +550,22 @@ class InvitationView(View):
             **context,
         })
 
-    def get(self, request, token):
+    def get(self, request):
         return self._render(request, form=NewAccountForm(email=self.invitation.email) if self.account is None else None)
 
-    def post(self, request, token):
+    def post(self, request):
         context = RequestContext.from_request(request)
         if self.account is None:
             form = NewAccountForm(request.POST, email=self.invitation.email)
             if form.is_valid():
                 try:
                     invitations.create_account_and_accept(
-                        token=token, password=form.cleaned_data["password"], context=context,
+                        token=self.token, password=form.cleaned_data["password"], context=context,
                     )
                 except members.MemberChangeRefused as refusal:
                     form.add_error(None, refusal.message)
                 else:
+                    request.session.pop(INVITATION_TOKEN_KEY, None)
                     messages.success(
                         request, f"Your account {self.invitation.email} is ready and a member of "
                         f"{self.invitation.merchant.name}. Sign in, then set up your authenticator app.",
@@ -551,9 +576,10 @@ class InvitationView(View):
         if not (user.is_authenticated and otp_is_verified(user)):
             return self._render(request, refusal=f"Sign in as {self.invitation.email} first, then accept.")
         try:
-            invitations.accept(user=user, token=token, context=context)
+            invitations.accept(user=user, token=self.token, context=context)
         except members.MemberChangeRefused as refusal:
             return self._render(request, refusal=refusal.message)
+        request.session.pop(INVITATION_TOKEN_KEY, None)
         messages.success(request, f"You are now a member of {self.invitation.merchant.name}, "
                                   f"with the {self.invitation.get_role_display()} role.")
         return redirect("dashboard:merchant-home", merchant_slug=self.invitation.merchant.slug)

@@ -303,7 +303,7 @@ def reset_in_the_admin(device) -> None:
     assert response.status_code == 302
 
 
-def test_after_a_staff_reset_the_enrolment_page_says_who_reset_it_and_when(client, owner, clock):
+def test_after_a_staff_reset_the_enrolment_page_says_who_reset_it_and_when(clock, client, owner):
     reset_in_the_admin(helpers.totp_device(owner))
     reset = AuditEvent.objects.get(action=AuditAction.DEVICE_RESET)
     clock.advance(300)
@@ -345,3 +345,16 @@ def test_the_backup_codes_page_offers_them_as_a_text_file_and_for_print(client, 
     assert text.startswith("Processing sandbox: backup codes for newcomer@acme.test\nMade 2026-11-27 12:00 UTC.")
     assert text.splitlines()[3:] == shown
     assert '<button type="button" class="button" data-print hidden>Print</button>' in page
+
+
+def test_a_reset_of_an_earlier_account_with_the_same_address_is_not_mentioned(clock, client, owner, merchant):
+    reset_in_the_admin(helpers.totp_device(owner))
+    owner.delete()
+    clock.advance(60)
+    successor = helpers.create_member(merchant, Role.VIEW, "owner@acme.test")
+    TOTPDevice.objects.filter(user=successor).delete()
+
+    start_enrolment(client, successor)
+    page = client.get(reverse("dashboard:enrol")).content.decode()
+
+    assert "reset by platform staff" not in page

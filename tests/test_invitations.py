@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard import invitations
+from dashboard.audit import RequestContext
 from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Invitation, Membership, Role, User
 
 from . import helpers
@@ -29,6 +30,17 @@ def invite(owner_client, owner, merchant, clock, email="new.person@example.test"
 
 def link_in(message) -> str:
     return re.search(r"http://testserver(/invitations/[^/\s]+/)", message.body).group(1)
+
+
+INVITATION_PAGE = "/invitation/"
+
+
+def opened(link: str, client: Client | None = None) -> Client:
+    """A browser that followed the email's link: the token is in its session, and the page has none in its address."""
+    client = client or Client()
+    response = client.get(link)
+    assert response.status_code == 302 and response["Location"] == reverse("dashboard:invitation") == INVITATION_PAGE
+    return client
 
 
 def rows() -> tuple[list, list, list]:
@@ -102,7 +114,7 @@ def test_inviting_the_same_address_again_replaces_the_first_link(
         invite(owner_client, owner, merchant, clock, role=Role.EXCHANGE)
 
     assert Client().get(sent).status_code == 404
-    assert Client().get(link_in(mail.outbox[1])).status_code == 200
+    assert opened(link_in(mail.outbox[1])).get(INVITATION_PAGE).status_code == 200
     assert Invitation.objects.still_open().get().role == Role.EXCHANGE
 
 
@@ -136,11 +148,12 @@ def test_members_who_are_not_owners_cannot_invite(client, merchant, owner, clock
 
 
 def test_the_link_makes_an_account_with_the_chosen_password_that_must_set_up_2fa(merchant, sent):
-    visitor = Client()
-    page = visitor.get(sent).content.decode()
+    visitor = opened(sent)
+    page = visitor.get(INVITATION_PAGE).content.decode()
     assert "Choose a password" in page and "new.person@example.test" in page
+    assert sent.split("/")[2] not in page  # the token, in no page
 
-    response = visitor.post(sent, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+    response = visitor.post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
 
     assert response.status_code == 302 and response["Location"] == reverse("dashboard:sign-in")
     user = User.objects.get(email="new.person@example.test")
@@ -153,6 +166,7 @@ def test_the_link_makes_an_account_with_the_chosen_password_that_must_set_up_2fa
     signed = visitor.post(reverse("dashboard:sign-in"), {"email": user.email, "password": NEW_PASSWORD})
     assert signed["Location"] == reverse("dashboard:enrol")
     assert visitor.get(sent).status_code == 404  # used
+    assert visitor.get(INVITATION_PAGE).status_code == 404
 
 
 @pytest.mark.parametrize(("password", "again", "field"), [
@@ -165,7 +179,7 @@ def test_the_link_makes_an_account_with_the_chosen_password_that_must_set_up_2fa
 def test_a_weak_or_mistyped_password_is_refused_next_to_it_and_makes_nothing(sent, password, again, field):
     before = rows()
 
-    response = Client().post(sent, {"password": password, "password_again": again})
+    response = opened(sent).post(INVITATION_PAGE, {"password": password, "password_again": again})
 
     assert response.status_code == 200
     assert response.context["form"].errors[field]
@@ -181,20 +195,23 @@ def test_an_existing_account_signs_in_through_the_link_and_joins(merchant, owner
     with django_capture_on_commit_callbacks(execute=True):
         invite(owner_client, owner, merchant, clock, email="person@example.test", role=Role.LIMITS)
     link = link_in(mail.outbox[0])
-    browser = Client()
+    browser = opened(link)
 
-    page = browser.get(link).content.decode()
+    page = browser.get(INVITATION_PAGE).content.decode()
     assert "Sign in as person@example.test to accept" in page and "Choose a password" not in page
-    assert browser.post(link).status_code == 200 and not Membership.objects.filter(user=person).exists()
-    signed = browser.post(reverse("dashboard:sign-in"), {"email": person.email, "password": helpers.PASSWORD, "next": link})
+    assert f'href="{reverse("dashboard:sign-in")}?next=%2Finvitation%2F"' in page
+    assert browser.post(INVITATION_PAGE).status_code == 200 and not Membership.objects.filter(user=person).exists()
+    signed = browser.post(reverse("dashboard:sign-in"),
+                          {"email": person.email, "password": helpers.PASSWORD, "next": INVITATION_PAGE})
     assert signed.status_code == 302
-    browser.post(reverse("dashboard:sign-in-code"), {"code": fresh_code(clock, person)})
-    response = browser.post(link)
+    coded = browser.post(reverse("dashboard:sign-in-code"), {"code": fresh_code(clock, person)})
+    assert coded["Location"] == INVITATION_PAGE  # the session kept the invitation through the sign-in
+    response = browser.post(INVITATION_PAGE)
 
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard:merchant-home", kwargs={"merchant_slug": merchant.slug})
     assert Membership.objects.get(user=person, merchant=merchant).role == Role.LIMITS
-    assert browser.get(link).status_code == 404
+    assert browser.get(link).status_code == 404 and browser.get(INVITATION_PAGE).status_code == 404
 
 
 def test_another_signed_in_account_cannot_accept_someone_elses_invitation(merchant, owner_client, owner, clock,
@@ -207,24 +224,30 @@ def test_another_signed_in_account_cannot_accept_someone_elses_invitation(mercha
     helpers.sign_in_verified(other, intruder)
     before = rows()
 
-    page = other.get(link).content.decode()
-    response = other.post(link)
+    opened(link, other)
+    page = other.get(INVITATION_PAGE).content.decode()
+    response = other.post(INVITATION_PAGE)
 
     assert "You are signed in as intruder@example.test" in page
+    assert f'action="{reverse("dashboard:sign-out")}"' in page and "Sign in as person@example.test" not in page
     assert "This invitation is for person@example.test" in response.content.decode()
     assert rows() == before and not Membership.objects.filter(user=intruder).exists()
+    refused = AuditEvent.objects.get(action=AuditAction.MEMBERSHIP_ADDED)
+    assert (refused.actor, refused.outcome, refused.details) == (intruder, AuditOutcome.REFUSED, {"reason": "other_account"})
 
 
 # Links that do not work
 
 
 def test_a_link_older_than_seven_days_no_longer_works(sent, clock):
+    visitor = opened(sent)
     clock.advance(7 * 24 * 3600 + 1)
     before = rows()
 
-    response = Client().post(sent, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+    response = visitor.post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
 
     assert response.status_code == 404
+    assert Client().get(sent).status_code == 404
     assert rows() == before
 
 
@@ -236,12 +259,100 @@ def test_a_made_up_link_is_the_404_page_saying_why(db, token):
     assert "This invitation link no longer works" in response.content.decode()
 
 
-def test_an_invitation_outlives_the_account_of_the_owner_who_sent_it(owner, merchant, sent):
-    owner.delete()
+@pytest.mark.parametrize("change", ["demoted", "removed", "deleted"])
+def test_an_invitation_stops_working_when_its_sender_is_no_longer_an_owner(owner, merchant, sent, change):
+    visitor = opened(sent)
+    membership = Membership.objects.get(user=owner, merchant=merchant)
+    if change == "demoted":
+        membership.role = Role.VIEW
+        membership.save()
+    elif change == "removed":
+        membership.delete()
+    else:
+        owner.delete()
+    before = rows()
 
-    response = Client().post(sent, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+    response = visitor.post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+
+    assert response.status_code == 404 and "Ask an Owner of the merchant to invite you again" in response.content.decode()
+    assert Client().get(sent).status_code == 404
+    assert rows() == before
+
+
+def test_an_address_that_made_its_account_meanwhile_is_told_to_sign_in(sent):
+    visitor = opened(sent)
+    assert "Choose a password" in visitor.get(INVITATION_PAGE).content.decode()
+    helpers.create_user("new.person@example.test")
+
+    page = visitor.get(INVITATION_PAGE).content.decode()
+
+    assert "Sign in as new.person@example.test to accept" in page
+
+
+def test_making_the_account_is_refused_if_the_address_got_one_after_the_page_was_shown(merchant, sent):
+    helpers.create_user("new.person@example.test")
+    before = rows()
+
+    with pytest.raises(invitations.MemberChangeRefused) as refused:
+        invitations.create_account_and_accept(token=sent.split("/")[2], password=NEW_PASSWORD,
+                                              context=RequestContext("198.51.100.7", "pytest"))
+
+    assert refused.value.code == "has_account"
+    assert rows() == before
+    event = AuditEvent.objects.get(action=AuditAction.MEMBERSHIP_ADDED)
+    assert (event.outcome, event.details) == (AuditOutcome.REFUSED, {"reason": "has_account"})
+
+
+def test_an_email_that_cannot_be_sent_is_said_and_the_invitation_stands(owner_client, owner, merchant, clock,
+                                                                       monkeypatch):
+    def refuse_to_send(*args, **kwargs):
+        raise ConnectionRefusedError("mail server down")
+
+    monkeypatch.setattr(invitations, "send_mail", refuse_to_send)
+
+    response = invite(owner_client, owner, merchant, clock)
+
+    listed = owner_client.get(response["Location"])
+    assert [str(m) for m in listed.context["messages"]] == [
+        "The invitation of new.person@example.test is saved, but its email could not be sent. "
+        "Invite the address again to send a new link."
+    ]
+    assert Invitation.objects.still_open().count() == 1
+
+
+def test_an_owner_cannot_withdraw_another_merchants_invitation(owner_client, owner, merchant, clock):
+    other = helpers.create_merchant("Other Merchant")
+    foreign = Invitation.objects.create(merchant=other, email="x@example.test", role=Role.VIEW, token_digest="1" * 64,
+                                        invited_by=owner, expires_at=timezone.now() + timedelta(days=7))
+    url = reverse("dashboard:invitation-withdraw", kwargs={"merchant_slug": merchant.slug, "invitation_id": foreign.pk})
+
+    response = owner_client.post(url, {"code": fresh_code(clock, owner)})
+
+    assert response.status_code == 404
+    assert Invitation.objects.get(pk=foreign.pk).withdrawn_at is None
+
+
+def test_staff_withdraw_invitations_in_the_admin_and_it_is_audited(merchant, sent):
+    staff = helpers.create_user("staff@platform.test", staff=True)
+    staff_client = Client()
+    helpers.sign_in_verified(staff_client, staff)
+    invitation = Invitation.objects.get()
+
+    response = staff_client.post(reverse("admin:dashboard_invitation_changelist"),
+                                 {"action": "withdraw_invitations", "_selected_action": [invitation.pk]})
 
     assert response.status_code == 302
-    joined = AuditEvent.objects.get(action=AuditAction.MEMBERSHIP_ADDED)
-    assert joined.details == {"role": "view", "invited_by": ""}
-    assert Membership.objects.get(user__email="new.person@example.test").merchant == merchant
+    assert Invitation.objects.get().withdrawn_at == timezone.now()
+    assert Client().get(sent).status_code == 404
+    event = AuditEvent.objects.get(action=AuditAction.INVITATION_WITHDRAWN)
+    assert (event.actor, event.merchant, event.details) == (staff, merchant, {"role": "view", "by_staff": True})
+
+
+def test_the_invitation_page_refuses_a_post_without_the_csrf_token(sent):
+    browser = opened(sent, Client(enforce_csrf_checks=True))
+    before = rows()
+
+    response = browser.post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+
+    assert response.status_code == 403
+    assert rows() == before

@@ -40,6 +40,7 @@ def test_owner_invites_a_colleague_who_joins_with_a_new_account(new_page, clock,
     journey.page = colleague
     colleague.goto(link)
     expect(colleague.get_by_role("heading", name="Join Acme Payments")).to_be_visible()
+    assert colleague.url.endswith("/invitation/")  # the token left the address bar at once
     colleague.get_by_label("Choose a password").fill("short")
     colleague.get_by_label("The same password again").fill("short")
     colleague.get_by_role("button", name="Create account and join").click()
