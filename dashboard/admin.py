@@ -135,7 +135,9 @@ def is_kept_for_its_history(merchant: Merchant) -> bool:
 class InvitationAdmin(StaffModelAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Who was invited where, and what became of it; never the link (only its digest is kept, not shown either)."""
 
-    list_display = ["email", "merchant", "role", "invited_by", "created_at", "expires_at", "accepted_at", "withdrawn_at"]
+    list_display = [
+        "email", "merchant", "role", "invited_by", "created_at", "expires_at", "accepted_at", "withdrawn_at",
+    ]
     list_filter = ["role"]
     search_fields = ["email", "merchant__name", "merchant__slug"]
     list_select_related = ["merchant", "invited_by"]
@@ -190,7 +192,8 @@ class MerchantAdmin(StaffModelAdminMixin, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         merchant = self.get_object(request, object_id)
         kept = merchant is not None and is_kept_for_its_history(merchant)
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "kept_for_its_history": kept})
+        extra_context = {**(extra_context or {}), "kept_for_its_history": kept}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Owners", ordering="owners")
     def owner_count(self, obj):

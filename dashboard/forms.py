@@ -159,6 +159,7 @@ class NewAccountForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("password") and cleaned.get("password_again") and cleaned["password"] != cleaned["password_again"]:
+        password, again = cleaned.get("password"), cleaned.get("password_again")
+        if password and again and password != again:
             self.add_error("password_again", "The two passwords differ.")
         return cleaned

@@ -281,8 +281,8 @@ class MembersView(OwnerRequiredMixin, TemplateView):
                 membership=membership,
                 summary=members.ROLE_SUMMARIES[Role(membership.role)],
                 is_you=membership.user_id == self.request.user.pk,
-                role_url=None if membership.role == Role.OWNER else self._url("dashboard:member-role-form", membership),
-                remove_url=None if membership.role == Role.OWNER else self._url("dashboard:member-remove-form", membership),
+                role_url=None if membership.is_owner else self._url("dashboard:member-role-form", membership),
+                remove_url=None if membership.is_owner else self._url("dashboard:member-remove-form", membership),
             )
             for membership in memberships
         ]
@@ -312,13 +312,61 @@ class MemberRow:
 
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class MemberActionView(ActionMixin, OwnerRequiredMixin, View):
-    """One change to one member, and the page with its form. Served twice (see ``dashboard.urls``): at
+class MembersTabAction(ActionMixin, OwnerRequiredMixin, View):
+    """One change on the Members tab, and the page with its form. Served twice (see ``dashboard.urls``): at
     ``url_name`` the action answers POST only; at ``url_name``-form the page answers GET."""
 
     url_name: str
     form_class = CodeForm
     template_name: str
+
+    def form_url(self) -> str:
+        return reverse(f"{self.url_name}-form", kwargs=self.kwargs)
+
+    def page_context(self) -> dict:
+        """What the page shows besides its form."""
+        return {}
+
+    def perform(self, form, context: RequestContext):
+        """Make the change through its service; raises its refusals."""
+        raise NotImplementedError
+
+    def succeeded(self, result) -> tuple[int, str]:
+        """The level and text of the message the Members tab shows after the change."""
+        raise NotImplementedError
+
+    def _render(self, form):
+        return render(self.request, self.template_name, {
+            "form": form, "merchant": self.merchant,
+            "action_url": reverse(self.url_name, kwargs=self.kwargs),
+            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
+            "back_label": "Members",
+            **self.page_context(),
+        })
+
+    def get(self, request, **kwargs):
+        return self._render(self.form_class())
+
+    def post(self, request, **kwargs):
+        form = self.form_class(request.POST)
+        if form.is_valid():
+            try:
+                result = self.perform(form, RequestContext.from_request(request))
+            except members.MemberNotFound:
+                raise Http404("No such member or invitation.") from None
+            except two_factor.CodeRefused as refusal:
+                form.add_refusal(refusal)
+            except members.MemberChangeRefused as refusal:
+                form.add_error(None, refusal.message)
+            else:
+                level, message = self.succeeded(result)
+                messages.add_message(request, level, message)
+                return redirect("dashboard:members", merchant_slug=self.merchant.slug)
+        return self._render(form)
+
+
+class MemberActionView(MembersTabAction):
+    """A change to one member, named by ``membership_id``."""
 
     def authorize(self, request, **kwargs) -> None:
         super().authorize(request, **kwargs)
@@ -328,44 +376,12 @@ class MemberActionView(ActionMixin, OwnerRequiredMixin, View):
         if self.member is None:
             raise Http404("No such member.")
 
-    def form_url(self) -> str:
-        return reverse(f"{self.url_name}-form", kwargs=self.kwargs)
-
-    def perform(self, form, context: RequestContext) -> Membership:
-        raise NotImplementedError
-
-    def succeeded(self, membership: Membership):
-        raise NotImplementedError
-
-    def _render(self, form):
+    def page_context(self) -> dict:
         unavailable = None
         if self.member.role == Role.OWNER:
             unavailable = "Only platform staff change or remove an Owner: contact support."
-        return render(self.request, self.template_name, {
-            "form": form, "merchant": self.merchant, "member": self.member, "unavailable": unavailable,
-            "member_role_summary": members.ROLE_SUMMARIES[Role(self.member.role)],
-            "action_url": reverse(self.url_name, kwargs=self.kwargs),
-            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
-            "back_label": "Members",
-        })
-
-    def get(self, request, merchant_slug, membership_id):
-        return self._render(self.form_class())
-
-    def post(self, request, merchant_slug, membership_id):
-        form = self.form_class(request.POST)
-        if form.is_valid():
-            try:
-                membership = self.perform(form, RequestContext.from_request(request))
-            except members.MemberNotFound:
-                raise Http404("No such member.") from None
-            except two_factor.CodeRefused as refusal:
-                form.add_refusal(refusal)
-            except members.MemberChangeRefused as refusal:
-                form.add_error(None, refusal.message)
-            else:
-                return self.succeeded(membership)
-        return self._render(form)
+        return {"member": self.member, "unavailable": unavailable,
+                "member_role_summary": members.ROLE_SUMMARIES[Role(self.member.role)]}
 
 
 class MemberRoleView(MemberActionView):
@@ -380,10 +396,7 @@ class MemberRoleView(MemberActionView):
         )
 
     def succeeded(self, membership):
-        messages.success(
-            self.request, f"{membership.user.email} now has the {membership.get_role_display()} role.",
-        )
-        return redirect("dashboard:members", merchant_slug=self.merchant.slug)
+        return messages.SUCCESS, f"{membership.user.email} now has the {membership.get_role_display()} role."
 
 
 class RemoveMemberView(MemberActionView):
@@ -397,67 +410,35 @@ class RemoveMemberView(MemberActionView):
         )
 
     def succeeded(self, membership):
-        messages.success(
-            self.request, f"{membership.user.email} is no longer a member of {self.merchant.name}. Their account stays.",
-        )
-        return redirect("dashboard:members", merchant_slug=self.merchant.slug)
+        return messages.SUCCESS, (f"{membership.user.email} is no longer a member of {self.merchant.name}. "
+                                  "Their account stays.")
 
 
-@method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class InviteMemberView(ActionMixin, OwnerRequiredMixin, View):
-    """Served twice: the form page answers GET at member-invite-form, the action POST at member-invite."""
-
+class InviteMemberView(MembersTabAction):
+    url_name = "dashboard:member-invite"
+    form_class = InvitationForm
     template_name = "dashboard/member_invite.html"
 
-    def form_url(self) -> str:
-        return reverse("dashboard:member-invite-form", kwargs={"merchant_slug": self.kwargs["merchant_slug"]})
+    def perform(self, form, context):
+        return invitations.invite(
+            actor=self.request.user, merchant=self.merchant, email=form.cleaned_data["email"],
+            role=form.cleaned_data["role"], code=form.cleaned_data["code"], context=context,
+            link_for=lambda token: self.request.build_absolute_uri(
+                reverse("dashboard:invitation-link", kwargs={"token": token})
+            ),
+        )
 
-    def _render(self, form):
-        return render(self.request, self.template_name, {
-            "form": form, "merchant": self.merchant,
-            "action_url": reverse("dashboard:member-invite", kwargs={"merchant_slug": self.merchant.slug}),
-            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
-            "back_label": "Members",
-        })
-
-    def get(self, request, merchant_slug):
-        return self._render(InvitationForm())
-
-    def post(self, request, merchant_slug):
-        form = InvitationForm(request.POST)
-        if form.is_valid():
-            try:
-                invitation, sent = invitations.invite(
-                    actor=request.user, merchant=self.merchant, email=form.cleaned_data["email"],
-                    role=form.cleaned_data["role"], code=form.cleaned_data["code"],
-                    context=RequestContext.from_request(request),
-                    link_for=lambda token: request.build_absolute_uri(
-                        reverse("dashboard:invitation-link", kwargs={"token": token})
-                    ),
-                )
-            except two_factor.CodeRefused as refusal:
-                form.add_refusal(refusal)
-            except members.MemberChangeRefused as refusal:
-                form.add_error(None, refusal.message)
-            else:
-                if sent:
-                    messages.success(
-                        request, f"Invitation sent to {invitation.email}, with the {invitation.get_role_display()} "
-                        "role. Its link works once, for 7 days.",
-                    )
-                else:
-                    messages.warning(
-                        request, f"The invitation of {invitation.email} is saved, but its email could not be sent. "
-                        "Invite the address again to send a new link.",
-                    )
-                return redirect("dashboard:members", merchant_slug=merchant_slug)
-        return self._render(form)
+    def succeeded(self, result):
+        invitation, sent = result
+        if not sent:
+            return messages.WARNING, (f"The invitation of {invitation.email} is saved, but its email could not be "
+                                      "sent. Invite the address again to send a new link.")
+        return messages.SUCCESS, (f"Invitation sent to {invitation.email}, with the {invitation.get_role_display()} "
+                                  "role. Its link works once, for 7 days.")
 
 
-@method_decorator(sensitive_post_parameters("code"), name="dispatch")
-class WithdrawInvitationView(ActionMixin, OwnerRequiredMixin, View):
-    """Served twice: the form page at invitation-withdraw-form, the action (POST) at invitation-withdraw."""
-
+class WithdrawInvitationView(MembersTabAction):
+    url_name = "dashboard:invitation-withdraw"
     template_name = "dashboard/invitation_withdraw.html"
 
     def authorize(self, request, **kwargs) -> None:
@@ -469,38 +450,17 @@ class WithdrawInvitationView(ActionMixin, OwnerRequiredMixin, View):
         if self.invitation is None:
             raise Http404("No such invitation.")
 
-    def form_url(self) -> str:
-        return reverse("dashboard:invitation-withdraw-form", kwargs=self.kwargs)
+    def page_context(self) -> dict:
+        return {"invitation": self.invitation}
 
-    def _render(self, form):
-        return render(self.request, self.template_name, {
-            "form": form, "merchant": self.merchant, "invitation": self.invitation,
-            "action_url": reverse("dashboard:invitation-withdraw", kwargs=self.kwargs),
-            "back_url": reverse("dashboard:members", kwargs={"merchant_slug": self.merchant.slug}),
-            "back_label": "Members",
-        })
+    def perform(self, form, context):
+        return invitations.withdraw(
+            actor=self.request.user, merchant=self.merchant, invitation_id=self.invitation.pk,
+            code=form.cleaned_data["code"], context=context,
+        )
 
-    def get(self, request, merchant_slug, invitation_id):
-        return self._render(CodeForm())
-
-    def post(self, request, merchant_slug, invitation_id):
-        form = CodeForm(request.POST)
-        if form.is_valid():
-            try:
-                invitation = invitations.withdraw(
-                    actor=request.user, merchant=self.merchant, invitation_id=self.invitation.pk,
-                    code=form.cleaned_data["code"], context=RequestContext.from_request(request),
-                )
-            except members.MemberNotFound:
-                raise Http404("No such invitation.") from None
-            except two_factor.CodeRefused as refusal:
-                form.add_refusal(refusal)
-            except members.MemberChangeRefused as refusal:
-                form.add_error(None, refusal.message)
-            else:
-                messages.success(request, f"The invitation of {invitation.email} is withdrawn: its link no longer works.")
-                return redirect("dashboard:members", merchant_slug=merchant_slug)
-        return self._render(form)
+    def succeeded(self, invitation):
+        return messages.SUCCESS, f"The invitation of {invitation.email} is withdrawn: its link no longer works."
 
 
 INVITATION_TOKEN_KEY = "invitation_token"

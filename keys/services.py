@@ -132,7 +132,8 @@ def wrong_status_refusal(key: ApiKey, action: KeyAction) -> KeyActionRefused:
 
 
 def _transition(
-    action: KeyAction, *, actor, merchant: Merchant, key_id: int, context: RequestContext, change, staff_reason: str = ""
+    action: KeyAction, *, actor, merchant: Merchant, key_id: int, context: RequestContext, change,
+    staff_reason: str = "",
 ) -> ApiKey:
     """Run ``change(key)`` on the locked key if its status allows ``action``; audit either way.
 
@@ -255,7 +256,9 @@ def deactivate_key_as_staff(*, actor, key_id: int, reason: str, code: str, conte
     if not (actor.is_active and actor.is_staff and actor.has_perm(STAFF_DEACTIVATION_PERMISSION)):
         raise _refuse(
             AuditAction.KEY_DEACTIVATED,
-            KeyActionRefused("Deactivating a merchant's API key needs the staff permission to do so.", code="not_permitted"),
+            KeyActionRefused(
+                "Deactivating a merchant's API key needs the staff permission to do so.", code="not_permitted",
+            ),
             actor=actor, merchant=merchant, context=context, key=key,
         )
     reason = " ".join(reason.split())

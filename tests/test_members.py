@@ -101,7 +101,8 @@ def test_an_owner_changes_a_members_role_and_it_takes_effect_at_once(owner_clien
     ({"role": "superuser"}, "role", "Choose one of the roles listed."),
     ({"role": ""}, "role", "Choose a role."),
     ({"role": "exchange", "code": "12"}, "code", None),
-    ({"role": "exchange", "code": "000000"}, "code", "That code is not right. Check your authenticator app and try again."),
+    ({"role": "exchange", "code": "000000"}, "code",
+     "That code is not right. Check your authenticator app and try again."),
 ])
 def test_a_bad_role_change_is_refused_next_to_its_field_and_changes_nothing(
     owner_client, owner, viewer, merchant, clock, posted, field, message
@@ -182,7 +183,9 @@ def test_an_owner_removes_a_member_who_then_cannot_open_the_merchant(owner_clien
     helpers.sign_in_verified(viewer_client, viewer)
     membership = membership_of(viewer, merchant)
 
-    response = owner_client.post(url("dashboard:member-remove", merchant, membership), {"code": fresh_code(clock, owner)})
+    response = owner_client.post(
+        url("dashboard:member-remove", merchant, membership), {"code": fresh_code(clock, owner)},
+    )
 
     assert response.status_code == 302
     assert not Membership.objects.filter(pk=membership.pk).exists()
