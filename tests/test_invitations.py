@@ -1,6 +1,7 @@
 """Owners invite people by email; the link makes an account or lets the invited account join, once, for 7 days."""
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
@@ -356,3 +357,25 @@ def test_the_invitation_page_refuses_a_post_without_the_csrf_token(sent):
 
     assert response.status_code == 403
     assert rows() == before
+
+
+def test_the_token_is_in_the_email_only_not_in_logs_pages_rows_or_the_session_after_use(
+    owner_client, owner, merchant, clock, django_capture_on_commit_callbacks, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    with django_capture_on_commit_callbacks(execute=True):
+        invite(owner_client, owner, merchant, clock)
+    link = link_in(mail.outbox[0])
+    token = link.split("/")[2]
+    visitor = Client()
+    responses = [visitor.get(link), visitor.get(INVITATION_PAGE),
+                 visitor.post(INVITATION_PAGE, {"password": "short", "password_again": "short"}),
+                 visitor.post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})]
+    responses.append(owner_client.get(reverse("dashboard:members", kwargs={"merchant_slug": merchant.slug})))
+    responses.append(owner_client.get(reverse("dashboard:activity", kwargs={"merchant_slug": merchant.slug})))
+
+    assert User.objects.filter(email="new.person@example.test").exists()
+    assert token not in caplog.text
+    assert all(token not in response.content.decode() and token not in str(response.headers) for response in responses)
+    assert token not in str(list(AuditEvent.objects.values())) + str(list(Invitation.objects.values()))
+    assert "invitation_token" not in visitor.session
