@@ -7,8 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.db import connection
 
+from dashboard import invitations
 from dashboard.audit import RequestContext
-from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Role
+from dashboard.members import MemberChangeRefused
+from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Invitation, Membership, Role, User
 from dashboard.two_factor import CodeRefused, RefusalReason, verify_fresh_code
 from keys import services
 from keys.allowlist import parse_allowlist
@@ -119,3 +121,62 @@ def test_activation_and_deactivation_racing_leave_a_consistent_audited_state(rac
         expected = AuditOutcome.REFUSED if isinstance(outcome, Exception) else AuditOutcome.SUCCEEDED
         assert AuditEvent.objects.filter(action=action, actor=owners[1 if action == AuditAction.KEY_ACTIVATED else 2],
                                          outcome=expected).count() == 1
+
+
+# Invitations
+
+
+def test_ten_owners_inviting_the_same_address_at_once_leave_one_open_invitation(racing_merchant):
+    merchant, owners, _ = racing_merchant
+
+    def invite(owner):
+        return lambda: invitations.invite(
+            actor=owner, merchant=merchant, email="raced@example.test", role=Role.VIEW,
+            code=helpers.current_code(owner), context=CONTEXT, link_for=lambda token: f"https://testserver/{token}/",
+        )
+
+    outcomes = run_at_once([invite(owner) for owner in owners])
+
+    assert all(isinstance(o, tuple) or isinstance(o, MemberChangeRefused) for o in outcomes), outcomes
+    assert any(isinstance(o, tuple) for o in outcomes)
+    assert {o.code for o in outcomes if isinstance(o, MemberChangeRefused)} <= {"invited_meanwhile"}
+    assert Invitation.objects.still_open().filter(merchant=merchant, email="raced@example.test").count() == 1
+
+
+def test_two_invitations_of_one_new_address_used_at_once_make_one_account(transactional_db, clock):
+    tokens = []
+    for name in ("First Merchant", "Second Merchant"):
+        merchant = helpers.create_merchant(name)
+        owner = helpers.create_member(merchant, Role.OWNER)
+        invitations.invite(actor=owner, merchant=merchant, email="both@example.test", role=Role.VIEW,
+                           code=helpers.current_code(owner), context=CONTEXT, link_for=tokens.append)
+
+    outcomes = run_at_once([
+        lambda token=token: invitations.create_account_and_accept(
+            token=token, password="a long and new passphrase 7", context=CONTEXT,
+        ) for token in tokens
+    ])
+
+    made = [o for o in outcomes if isinstance(o, User)]
+    refused = [o for o in outcomes if isinstance(o, MemberChangeRefused)]
+    assert len(made) == 1 and len(refused) == 1, outcomes
+    assert refused[0].code == "has_account"
+    assert User.objects.filter(email="both@example.test").count() == 1
+    assert Membership.objects.filter(user__email="both@example.test").count() == 1
+
+
+def test_one_link_used_twice_at_once_makes_one_account(transactional_db, clock):
+    merchant = helpers.create_merchant("Race Merchant")
+    owner = helpers.create_member(merchant, Role.OWNER)
+    tokens = []
+    invitations.invite(actor=owner, merchant=merchant, email="twice@example.test", role=Role.VIEW,
+                       code=helpers.current_code(owner), context=CONTEXT, link_for=tokens.append)
+
+    outcomes = run_at_once([
+        lambda: invitations.create_account_and_accept(token=tokens[0], password="a long and new passphrase 7",
+                                                      context=CONTEXT),
+    ] * 2)
+
+    assert sum(isinstance(o, User) for o in outcomes) == 1, outcomes
+    assert [o.code for o in outcomes if isinstance(o, MemberChangeRefused)] in (["invitation_gone"], ["has_account"])
+    assert User.objects.filter(email="twice@example.test").count() == 1
