@@ -20,7 +20,8 @@ TABS = [
                                              "allowlist", "rename", "archive"}),
     ("API requests", "integration:request-log", {Role.OWNER}, {"request-log"}),
     ("Signature checker", "integration:signature-check", {Role.OWNER}, {"signature-check"}),
-    ("Members", "dashboard:members", {Role.OWNER}, {"members", "member-role", "member-remove", "member-invite", "invitation-withdraw"}),
+    ("Members", "dashboard:members", {Role.OWNER}, {"members", "member-role", "member-remove", "member-invite",
+                                                   "invitation-withdraw"}),
     ("Activity", "dashboard:activity", {Role.OWNER}, {"activity"}),
     ("Contact support", "dashboard:support", set(Role), {"support"}),
 ]

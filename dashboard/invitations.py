@@ -5,6 +5,9 @@ token, kept here only as its SHA-256, that works once for INVITATION_LIFETIME. W
 address without an account chooses its password there, and sets up an authenticator at their first sign-in; an
 address with an account accepts once signed in with both factors as that account. The page of the link says
 nothing of the address that another visitor could not read in the email itself.
+
+Every change here first locks the merchant's row, as the key services do, then the invitation, then a
+membership: one order for all of them, so two changes never wait for each other (a deadlock, a 500).
 """
 from __future__ import annotations
 
@@ -63,18 +66,21 @@ def invite(
             "Only platform staff give the Owner role: invite with another role, then contact support.",
             code="owner_role",
         ), actor=actor, merchant=merchant, context=context, target=f"user:{email}")
+    already_member = MemberChangeRefused(f"{email} is already a member of {merchant.name}.", code="already_member")
     if Membership.objects.filter(merchant=merchant, user__email__iexact=email).exists():
-        raise members.refuse(action, MemberChangeRefused(
-            f"{email} is already a member of {merchant.name}.", code="already_member",
-        ), actor=actor, merchant=merchant, context=context, target=f"user:{email}")
+        raise members.refuse(action, already_member, actor=actor, merchant=merchant, context=context,
+                             target=f"user:{email}")
     members.verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="invite a member")
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     refusal = None
     try:
         with transaction.atomic():
+            members.lock_merchant(merchant)
             if not members.is_owner_now(actor, merchant):
                 refusal = members.NotOwner()
+            elif Membership.objects.filter(merchant=merchant, user__email__iexact=email).exists():
+                refusal = already_member  # joined, with an earlier invitation, while the code was checked
             else:
                 replaced = Invitation.objects.filter(
                     merchant=merchant, email=email, accepted_at__isnull=True, withdrawn_at__isnull=True,
@@ -104,6 +110,7 @@ def withdraw(*, actor, merchant: Merchant, invitation_id: int, code: str, contex
     members.verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="withdraw an invitation")
     refusal = None
     with transaction.atomic():
+        members.lock_merchant(merchant)
         invitation = (
             Invitation.objects.still_open().select_for_update().filter(merchant=merchant, pk=invitation_id).first()
         )
@@ -124,6 +131,9 @@ def withdraw(*, actor, merchant: Merchant, invitation_id: int, code: str, contex
 def withdraw_as_staff(*, actor, invitation_ids: list[int], context: RequestContext) -> int:
     """Platform staff make the links of these invitations stop working (the admin); returns how many still worked."""
     with transaction.atomic():
+        merchant_ids = Invitation.objects.filter(pk__in=invitation_ids).values_list("merchant_id", flat=True)
+        for merchant_id in sorted(set(merchant_ids)):  # in one order, as any two callers take them
+            members.lock_merchant(Merchant(pk=merchant_id))
         withdrawn = list(
             Invitation.objects.still_open().select_for_update(of=("self",)).select_related("merchant")
             .filter(pk__in=invitation_ids)
@@ -138,21 +148,28 @@ def withdraw_as_staff(*, actor, invitation_ids: list[int], context: RequestConte
     return len(withdrawn)
 
 
-def open_invitation(token: str) -> Invitation | None:
-    """The invitation this token opens, if it still works."""
+def digest_of_link(token: str) -> str | None:
+    """The digest a link's token is looked up by; None for what no link of ours carries. The token itself is
+    kept nowhere, the session included: callers keep the digest."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
+    return token_digest(token)
+
+
+def open_invitation(digest: str | None) -> Invitation | None:
+    """The invitation of this token digest, if it still works."""
+    if not digest:
+        return None
     invitation = (
-        Invitation.objects.still_open().select_related("merchant", "invited_by")
-        .filter(token_digest=token_digest(token)).first()
+        Invitation.objects.still_open().select_related("merchant", "invited_by").filter(token_digest=digest).first()
     )
     return None if _unusable(invitation, lock=False) else invitation
 
 
-def accept(*, user, token: str, context: RequestContext) -> Membership:
+def accept(*, user, digest: str, context: RequestContext) -> Membership:
     """``user``, signed in with both factors as the invited address, joins the merchant."""
     with transaction.atomic():
-        invitation = _locked_open_invitation(token)
+        invitation = _locked_open_invitation(digest)
         refusal = _unusable(invitation)
         if refusal is None and invitation.email != user.email.lower():
             refusal = MemberChangeRefused(
@@ -167,13 +184,13 @@ def accept(*, user, token: str, context: RequestContext) -> Membership:
     raise _refuse_joining(refusal, invitation, actor=user, context=context)
 
 
-def create_account_and_accept(*, token: str, password: str, context: RequestContext) -> User:
+def create_account_and_accept(*, digest: str, password: str, context: RequestContext) -> User:
     """A new account for the invited address, with ``password`` (already validated), member of the merchant.
     It has no authenticator yet: its first sign-in sets one up before any page opens."""
     has_account = MemberChangeRefused("This address has an account already: sign in to accept the invitation.",
                                       code="has_account")
     with transaction.atomic():
-        invitation = _locked_open_invitation(token)
+        invitation = _locked_open_invitation(digest)
         refusal = _unusable(invitation)
         if refusal is None and User.objects.filter(email__iexact=invitation.email).exists():
             refusal = has_account
@@ -188,13 +205,18 @@ def create_account_and_accept(*, token: str, password: str, context: RequestCont
     raise _refuse_joining(refusal, invitation, actor=None, context=context)
 
 
-def _locked_open_invitation(token: str) -> Invitation | None:
-    if not token or len(token) > MAX_TOKEN_LENGTH:
+def _locked_open_invitation(digest: str | None) -> Invitation | None:
+    """The open invitation of ``digest``, locked after its merchant's row (the module's lock order)."""
+    if not digest:
         return None
+    merchant_id = Invitation.objects.filter(token_digest=digest).values_list("merchant_id", flat=True).first()
+    if merchant_id is None:
+        return None
+    members.lock_merchant(Merchant(pk=merchant_id))
     return (
         # Only the invitation's row: its inviter may be gone (an outer join PostgreSQL will not lock).
         Invitation.objects.still_open().select_for_update(of=("self",)).select_related("merchant", "invited_by")
-        .filter(token_digest=token_digest(token)).first()
+        .filter(token_digest=digest).first()
     )
 
 

@@ -1,9 +1,9 @@
 """An Owner's changes to the merchant's other members: a new role, or leaving the merchant.
 
-As the key lifecycle (keys.services): keyword-only functions taking the acting user and a fresh 2FA code. The
-actor must be an Owner (read again here); Owners' memberships and the Owner role itself are the platform staff's
-to change (admin), never an Owner's. The change and its audit event commit together, holding a lock on the
-membership; a refusal is audited after it, and nothing changes.
+As the key lifecycle (keys.services): keyword-only functions taking the acting user and a fresh 2FA code, each
+change holding its merchant's row lock first. The actor must be an Owner (read again here); Owners' memberships
+and the Owner role itself are the platform staff's to change (admin), never an Owner's. The change and its audit
+event commit together, holding a lock on the membership; a refusal is audited after it, and nothing changes.
 """
 from __future__ import annotations
 
@@ -82,11 +82,22 @@ class NotOwner(MemberChangeRefused):
         super().__init__("Managing members needs the Owner role.", code="not_owner")
 
 
+def lock_merchant(merchant: Merchant) -> None:
+    """Serialise the changes of one merchant's members and invitations: each takes this lock first, so none waits
+    for another holding a row it needs (a deadlock). NO KEY UPDATE: rows being written that refer to the merchant
+    (an audit event, a request-log row) check their foreign key without waiting for it."""
+    Merchant.objects.select_for_update(no_key=True).filter(pk=merchant.pk).first()
+
+
 def is_owner_now(user, merchant: Merchant, *, lock: bool = True) -> bool:
     """Whether ``user`` is an Owner of ``merchant``. With ``lock``, inside the caller's transaction, holding the
     membership's row: a demotion by staff waits for the change in progress, and one that came first is seen."""
-    owners = Membership.objects.filter(user=user, merchant=merchant, role=Role.OWNER)
-    return (owners.select_for_update() if lock else owners).first() is not None
+    # No ordering: Membership's default joins the merchant and the user, and FOR UPDATE would lock their rows too
+    # (the user's then waited for a 2FA check committing an audit event of that user: a deadlock).
+    owners = Membership.objects.filter(user=user, merchant=merchant, role=Role.OWNER).order_by()
+    if lock:
+        return owners.select_for_update(of=("self",)).first() is not None
+    return owners.exists()
 
 
 def require_owner(action: AuditAction, *, actor, merchant: Merchant, context: RequestContext) -> None:
@@ -103,6 +114,7 @@ def _change(action: AuditAction, *, actor, merchant: Merchant, membership_id: in
             change) -> Membership:
     refusal, target = None, ""
     with transaction.atomic():
+        lock_merchant(merchant)
         membership = (
             Membership.objects.select_for_update(of=("self",)).select_related("user")
             .filter(merchant=merchant, pk=membership_id).first()

@@ -463,7 +463,8 @@ class WithdrawInvitationView(MembersTabAction):
         return messages.SUCCESS, f"The invitation of {invitation.email} is withdrawn: its link no longer works."
 
 
-INVITATION_TOKEN_KEY = "invitation_token"
+# The digest of the link's token: the token itself is kept nowhere, not even in the session.
+INVITATION_KEY = "invitation_digest"
 
 
 def invitation_gone(request):
@@ -475,9 +476,10 @@ def invitation_gone(request):
 def invitation_link(request, token):
     """The link in an invitation email: its token goes into the session, and the page it leads to has no token in
     its address, so no later request, log line or Referer carries it."""
-    if invitations.open_invitation(token) is None:
+    digest = invitations.digest_of_link(token)
+    if invitations.open_invitation(digest) is None:
         return invitation_gone(request)
-    request.session[INVITATION_TOKEN_KEY] = token
+    request.session[INVITATION_KEY] = digest
     return redirect("dashboard:invitation")
 
 
@@ -489,8 +491,8 @@ class InvitationView(View):
     template_name = "dashboard/invitation.html"
 
     def dispatch(self, request, *args, **kwargs):
-        self.token = request.session.get(INVITATION_TOKEN_KEY, "")
-        self.invitation = invitations.open_invitation(self.token)
+        self.digest = request.session.get(INVITATION_KEY)
+        self.invitation = invitations.open_invitation(self.digest)
         if self.invitation is None:
             return invitation_gone(request)
         self.account = get_user_model().objects.filter(email__iexact=self.invitation.email).first()
@@ -520,12 +522,12 @@ class InvitationView(View):
             if form.is_valid():
                 try:
                     invitations.create_account_and_accept(
-                        token=self.token, password=form.cleaned_data["password"], context=context,
+                        digest=self.digest, password=form.cleaned_data["password"], context=context,
                     )
                 except members.MemberChangeRefused as refusal:
                     form.add_error(None, refusal.message)
                 else:
-                    request.session.pop(INVITATION_TOKEN_KEY, None)
+                    request.session.pop(INVITATION_KEY, None)
                     messages.success(
                         request, f"Your account {self.invitation.email} is ready and a member of "
                         f"{self.invitation.merchant.name}. Sign in, then set up your authenticator app.",
@@ -536,10 +538,10 @@ class InvitationView(View):
         if not (user.is_authenticated and otp_is_verified(user)):
             return self._render(request, refusal=f"Sign in as {self.invitation.email} first, then accept.")
         try:
-            invitations.accept(user=user, token=self.token, context=context)
+            invitations.accept(user=user, digest=self.digest, context=context)
         except members.MemberChangeRefused as refusal:
             return self._render(request, refusal=refusal.message)
-        request.session.pop(INVITATION_TOKEN_KEY, None)
+        request.session.pop(INVITATION_KEY, None)
         messages.success(request, f"You are now a member of {self.invitation.merchant.name}, "
                                   f"with the {self.invitation.get_role_display()} role.")
         return redirect("dashboard:merchant-home", merchant_slug=self.invitation.merchant.slug)

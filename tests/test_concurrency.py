@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
 
-from dashboard import invitations
+from dashboard import invitations, members
 from dashboard.audit import RequestContext
 from dashboard.members import MemberChangeRefused
 from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Invitation, Membership, Role, User
@@ -153,7 +154,7 @@ def test_two_invitations_of_one_new_address_used_at_once_make_one_account(transa
 
     outcomes = run_at_once([
         lambda token=token: invitations.create_account_and_accept(
-            token=token, password="a long and new passphrase 7", context=CONTEXT,
+            digest=invitations.token_digest(token), password="a long and new passphrase 7", context=CONTEXT,
         ) for token in tokens
     ])
 
@@ -173,10 +174,52 @@ def test_one_link_used_twice_at_once_makes_one_account(transactional_db, clock):
                        code=helpers.current_code(owner), context=CONTEXT, link_for=tokens.append)
 
     outcomes = run_at_once([
-        lambda: invitations.create_account_and_accept(token=tokens[0], password="a long and new passphrase 7",
-                                                      context=CONTEXT),
+        lambda: invitations.create_account_and_accept(
+            digest=invitations.token_digest(tokens[0]), password="a long and new passphrase 7", context=CONTEXT,
+        ),
     ] * 2)
 
     assert sum(isinstance(o, User) for o in outcomes) == 1, outcomes
     assert [o.code for o in outcomes if isinstance(o, MemberChangeRefused)] in (["invitation_gone"], ["has_account"])
     assert User.objects.filter(email="twice@example.test").count() == 1
+
+
+def test_inviting_again_while_the_first_link_is_used_waits_instead_of_deadlocking(transactional_db, clock,
+                                                                                   monkeypatch):
+    # Both take the merchant's row first (dashboard/invitations.py). In their former orders, the acceptance held the
+    # invitation's row and then asked for the Owner's membership, the new invitation held the membership and then
+    # asked for the invitation: PostgreSQL found a deadlock, and one of the two was a 500. The acceptance is slowed
+    # down between the two, which made that happen every time.
+    merchant = helpers.create_merchant("Race Merchant")
+    owner = helpers.create_member(merchant, Role.OWNER)
+    tokens = []
+    invitations.invite(actor=owner, merchant=merchant, email="again@example.test", role=Role.VIEW,
+                       code=helpers.current_code(owner), context=CONTEXT, link_for=tokens.append)
+    clock.next_code_step()
+    accepting = threading.local()
+    is_owner_now = members.is_owner_now
+
+    def slowed_when_accepting(user, merchant, *, lock=True):
+        if getattr(accepting, "now", False):
+            time.sleep(0.5)
+        return is_owner_now(user, merchant, lock=lock)
+
+    monkeypatch.setattr(members, "is_owner_now", slowed_when_accepting)
+
+    def accept():
+        accepting.now = True
+        return invitations.create_account_and_accept(
+            digest=invitations.token_digest(tokens[0]), password="a long and new passphrase 7", context=CONTEXT,
+        )
+
+    def invite_again():
+        time.sleep(0.1)  # once the acceptance holds its first lock
+        return invitations.invite(actor=owner, merchant=merchant, email="again@example.test", role=Role.EXCHANGE,
+                                  code=helpers.current_code(owner), context=CONTEXT, link_for=tokens.append)
+
+    joined, invited = run_at_once([accept, invite_again])
+
+    assert isinstance(joined, User), joined
+    assert isinstance(invited, MemberChangeRefused) and invited.code == "already_member", invited
+    assert Membership.objects.get(user=joined).role == Role.VIEW
+    assert not Invitation.objects.still_open().exists()

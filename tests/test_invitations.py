@@ -121,7 +121,8 @@ def test_inviting_the_same_address_again_replaces_the_first_link(
 
 def test_an_owner_withdraws_an_invitation_and_its_link_stops_working(owner_client, owner, merchant, clock, sent):
     invitation = Invitation.objects.get()
-    url = reverse("dashboard:invitation-withdraw", kwargs={"merchant_slug": merchant.slug, "invitation_id": invitation.pk})
+    url = reverse("dashboard:invitation-withdraw",
+                  kwargs={"merchant_slug": merchant.slug, "invitation_id": invitation.pk})
 
     response = owner_client.post(url, {"code": fresh_code(clock, owner)})
 
@@ -129,7 +130,8 @@ def test_an_owner_withdraws_an_invitation_and_its_link_stops_working(owner_clien
     assert Invitation.objects.get().withdrawn_at == timezone.now()
     gone = Client().get(sent)
     assert gone.status_code == 404 and "This invitation link no longer works" in gone.content.decode()
-    assert AuditEvent.objects.filter(action=AuditAction.INVITATION_WITHDRAWN, outcome=AuditOutcome.SUCCEEDED).count() == 1
+    withdrawn = AuditEvent.objects.filter(action=AuditAction.INVITATION_WITHDRAWN, outcome=AuditOutcome.SUCCEEDED)
+    assert withdrawn.count() == 1
 
 
 @pytest.mark.parametrize("role", [Role.VIEW, Role.EXCHANGE, Role.LIMITS, Role.RESTRICTED])
@@ -162,7 +164,8 @@ def test_the_link_makes_an_account_with_the_chosen_password_that_must_set_up_2fa
     assert Membership.objects.get(user=user).role == Role.VIEW
     assert Invitation.objects.get().accepted_at == timezone.now()
     joined = AuditEvent.objects.get(action=AuditAction.MEMBERSHIP_ADDED)
-    assert (joined.actor, joined.merchant, joined.details) == (user, merchant, {"role": "view", "invited_by": "owner@acme.test"})
+    assert (joined.actor, joined.merchant) == (user, merchant)
+    assert joined.details == {"role": "view", "invited_by": "owner@acme.test"}
     # No page on the password alone: the first sign-in asks for an authenticator.
     signed = visitor.post(reverse("dashboard:sign-in"), {"email": user.email, "password": NEW_PASSWORD})
     assert signed["Location"] == reverse("dashboard:enrol")
@@ -234,7 +237,8 @@ def test_another_signed_in_account_cannot_accept_someone_elses_invitation(mercha
     assert "This invitation is for person@example.test" in response.content.decode()
     assert rows() == before and not Membership.objects.filter(user=intruder).exists()
     refused = AuditEvent.objects.get(action=AuditAction.MEMBERSHIP_ADDED)
-    assert (refused.actor, refused.outcome, refused.details) == (intruder, AuditOutcome.REFUSED, {"reason": "other_account"})
+    assert (refused.actor, refused.outcome) == (intruder, AuditOutcome.REFUSED)
+    assert refused.details == {"reason": "other_account"}
 
 
 # Links that do not work
@@ -275,7 +279,8 @@ def test_an_invitation_stops_working_when_its_sender_is_no_longer_an_owner(owner
 
     response = visitor.post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
 
-    assert response.status_code == 404 and "Ask an Owner of the merchant to invite you again" in response.content.decode()
+    assert response.status_code == 404
+    assert "Ask an Owner of the merchant to invite you again" in response.content.decode()
     assert Client().get(sent).status_code == 404
     assert rows() == before
 
@@ -295,7 +300,7 @@ def test_making_the_account_is_refused_if_the_address_got_one_after_the_page_was
     before = rows()
 
     with pytest.raises(invitations.MemberChangeRefused) as refused:
-        invitations.create_account_and_accept(token=sent.split("/")[2], password=NEW_PASSWORD,
+        invitations.create_account_and_accept(digest=invitations.token_digest(sent.split("/")[2]), password=NEW_PASSWORD,
                                               context=RequestContext("198.51.100.7", "pytest"))
 
     assert refused.value.code == "has_account"
@@ -378,4 +383,5 @@ def test_the_token_is_in_the_email_only_not_in_logs_pages_rows_or_the_session_af
     assert token not in caplog.text
     assert all(token not in response.content.decode() and token not in str(response.headers) for response in responses)
     assert token not in str(list(AuditEvent.objects.values())) + str(list(Invitation.objects.values()))
-    assert "invitation_token" not in visitor.session
+    assert "invitation_digest" not in visitor.session
+    assert token not in str(visitor.session.items())
