@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -26,6 +27,7 @@ from . import members
 from .audit import RequestContext, record
 from .members import MemberChangeRefused
 from .models import AuditAction, AuditOutcome, Invitation, Membership, Merchant, User
+from .two_factor import verify_fresh_code
 
 logger = logging.getLogger("dashboard.invitations")
 
@@ -70,7 +72,7 @@ def invite(
     if Membership.objects.filter(merchant=merchant, user__email__iexact=email).exists():
         raise members.refuse(action, already_member, actor=actor, merchant=merchant, context=context,
                              target=f"user:{email}")
-    members.verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="invite a member")
+    verify_fresh_code(actor, code, context=context, merchant=merchant, purpose="invite a member")
     token = secrets.token_urlsafe(32)
     now = timezone.now()
     refusal = None
@@ -107,7 +109,7 @@ def withdraw(*, actor, merchant: Merchant, invitation_id: int, code: str, contex
     """Make an invitation's link stop working."""
     action = AuditAction.INVITATION_WITHDRAWN
     members.require_owner(action, actor=actor, merchant=merchant, context=context)
-    members.verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="withdraw an invitation")
+    verify_fresh_code(actor, code, context=context, merchant=merchant, purpose="withdraw an invitation")
     refusal = None
     with transaction.atomic():
         members.lock_merchant(merchant)
@@ -200,8 +202,10 @@ def create_account_and_accept(*, digest: str, password: str, context: RequestCon
                     user = User.objects.create_user(email=invitation.email, password=password)
                     _join(invitation, user, context)
                 return user
-            except IntegrityError:
-                refusal = has_account  # the same address's account, made by another request at the same moment
+            except (IntegrityError, ValidationError):
+                # The same address's account, made at the same moment by another request: found by the model's
+                # own uniqueness check (ValidationError) if that one committed first, else by the database.
+                refusal = has_account
     raise _refuse_joining(refusal, invitation, actor=None, context=context)
 
 

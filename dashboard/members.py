@@ -49,7 +49,7 @@ def change_role(
         raise refuse(action, MemberChangeRefused(
             "Only platform staff give the Owner role: contact support.", code="owner_role",
         ), actor=actor, merchant=merchant, context=context)
-    verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="change a member's role")
+    verify_fresh_code(actor, code, context=context, merchant=merchant, purpose="change a member's role")
 
     def change(membership: Membership) -> dict:
         if membership.role == role:
@@ -68,7 +68,7 @@ def remove_member(*, actor, merchant: Merchant, membership_id: int, code: str, c
     """Take the member off the merchant: their next request to its pages is a 404. Their account stays."""
     action = AuditAction.MEMBERSHIP_REMOVED
     require_owner(action, actor=actor, merchant=merchant, context=context)
-    verify_code(actor=actor, merchant=merchant, code=code, context=context, purpose="remove a member")
+    verify_fresh_code(actor, code, context=context, merchant=merchant, purpose="remove a member")
 
     def change(membership: Membership) -> dict:
         membership.delete()
@@ -102,12 +102,8 @@ def is_owner_now(user, merchant: Merchant, *, lock: bool = True) -> bool:
 
 def require_owner(action: AuditAction, *, actor, merchant: Merchant, context: RequestContext) -> None:
     # Read again here, not trusted from the view: a demoted Owner is refused on the very next request.
-    if not Membership.objects.filter(user=actor, merchant=merchant, role=Role.OWNER).exists():
+    if not is_owner_now(actor, merchant, lock=False):
         raise refuse(action, NotOwner(), actor=actor, merchant=merchant, context=context)
-
-
-def verify_code(*, actor, merchant: Merchant, code: str, context: RequestContext, purpose: str) -> None:
-    verify_fresh_code(actor, code, context=context, merchant=merchant, purpose=purpose)
 
 
 def _change(action: AuditAction, *, actor, merchant: Merchant, membership_id: int, context: RequestContext,

@@ -385,3 +385,34 @@ def test_the_token_is_in_the_email_only_not_in_logs_pages_rows_or_the_session_af
     assert token not in str(list(AuditEvent.objects.values())) + str(list(Invitation.objects.values()))
     assert "invitation_digest" not in visitor.session
     assert token not in str(visitor.session.items())
+
+
+def test_the_members_tab_does_not_list_an_invitation_whose_sender_is_no_longer_an_owner(owner_client, owner, merchant,
+                                                                                          clock, sent):
+    second = helpers.create_member(merchant, Role.OWNER, "second@acme.test")
+    Membership.objects.filter(user=owner, merchant=merchant).update(role=Role.VIEW)
+    second_client = Client()
+    helpers.sign_in_verified(second_client, second)
+
+    page = second_client.get(reverse("dashboard:members", kwargs={"merchant_slug": merchant.slug})).content.decode()
+
+    assert "Invitations not yet accepted" not in page
+
+
+def test_an_account_made_for_the_address_between_the_check_and_the_creation_is_a_refusal(sent, monkeypatch):
+    create_user = User.objects.create_user
+
+    def account_made_meanwhile(email, password=None, **extra):
+        create_user(email=email, password="made elsewhere at this moment 9")  # as another request would
+        return create_user(email=email, password=password, **extra)
+
+    monkeypatch.setattr(User.objects, "create_user", account_made_meanwhile)
+    before = rows()
+
+    response = opened(sent).post(INVITATION_PAGE, {"password": NEW_PASSWORD, "password_again": NEW_PASSWORD})
+
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [
+        "This address has an account already: sign in to accept the invitation."
+    ]
+    assert rows() == before
