@@ -114,11 +114,15 @@ def _verify_code(action: AuditAction, *, actor, merchant, code: str, context, ke
 def _lock_merchant(merchant: Merchant) -> None:
     # SECURITY: serialises every transition of one merchant's keys, so "is another key active?" and
     # "how many keys?" cannot change between the check and the write.
-    Merchant.objects.select_for_update().filter(pk=merchant.pk).first()
+    # NO KEY UPDATE (PostgreSQL): it still excludes every other transition and member change, but not the
+    # foreign-key checks of rows written meanwhile (request log, audit events), which FOR UPDATE held up until
+    # the transition committed.
+    Merchant.objects.select_for_update(no_key=True).filter(pk=merchant.pk).first()
 
 
 def _locked_key(merchant: Merchant, key_id: int) -> ApiKey | None:
-    return ApiKey.objects.select_for_update().filter(merchant=merchant, pk=key_id).first()
+    # NO KEY UPDATE: the request log goes on recording the requests of the key being changed.
+    return ApiKey.objects.select_for_update(no_key=True).filter(merchant=merchant, pk=key_id).first()
 
 
 def wrong_status_refusal(key: ApiKey, action: KeyAction) -> KeyActionRefused:

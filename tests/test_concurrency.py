@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from dashboard import invitations, members
 from dashboard.audit import RequestContext
@@ -16,11 +17,15 @@ from dashboard.two_factor import CodeRefused, RefusalReason, verify_fresh_code
 from keys import services
 from keys.allowlist import parse_allowlist
 from keys.models import ApiKey, KeyStatus
+from sandbox import request_log
+from sandbox.models import ApiRequest
 
 from . import helpers
 
 CONTEXT = RequestContext("198.51.100.7", "pytest")
 THREADS = 10
+
+on_postgresql = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="row locks (SQLite has none)")
 
 
 def run_at_once(functions):
@@ -122,6 +127,47 @@ def test_activation_and_deactivation_racing_leave_a_consistent_audited_state(rac
         expected = AuditOutcome.REFUSED if isinstance(outcome, Exception) else AuditOutcome.SUCCEEDED
         assert AuditEvent.objects.filter(action=action, actor=owners[1 if action == AuditAction.KEY_ACTIVATED else 2],
                                          outcome=expected).count() == 1
+
+
+@on_postgresql
+def test_the_request_log_goes_on_recording_a_key_while_it_is_being_deactivated(racing_merchant, monkeypatch):
+    # A transition locks the merchant's row and the key's. A log row refers to both, and its foreign-key checks
+    # (FOR KEY SHARE) waited for FOR UPDATE locks until the transition committed; FOR NO KEY UPDATE lets them by.
+    merchant, owners, keys = racing_merchant
+    key = keys[0]
+    services.activate_key(
+        actor=owners[0], merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+        code=helpers.current_code(owners[0]), context=CONTEXT,
+    )
+    locked, logged = threading.Event(), threading.Event()
+    held_until_logged = []
+    locked_key = services._locked_key
+
+    def holding_the_locks(merchant, key_id):
+        locked_row = locked_key(merchant, key_id)
+        locked.set()
+        held_until_logged.append(logged.wait(timeout=5))
+        return locked_row
+
+    monkeypatch.setattr(services, "_locked_key", holding_the_locks)
+
+    def deactivate():
+        return services.deactivate_key(
+            actor=owners[1], merchant=merchant, key_id=key.pk, code=helpers.current_code(owners[1]), context=CONTEXT
+        )
+
+    def log_a_request():
+        locked.wait(timeout=5)
+        request_log.write_rows([request_log.LoggedRequest(
+            merchant.pk, key.pk, timezone.now(), "198.51.100.7", "POST", "/api/v2/accounts/list", 200, "",
+        )])
+        logged.set()
+
+    deactivated, _ = run_at_once([deactivate, log_a_request])
+
+    assert held_until_logged == [True], "the log row waited for the deactivation to commit"
+    assert deactivated.status == KeyStatus.DEACTIVATED
+    assert ApiRequest.objects.filter(api_key=key).count() == 1
 
 
 # Invitations

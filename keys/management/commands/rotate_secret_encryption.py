@@ -16,7 +16,7 @@ class Command(BaseCommand):
         failed = []
         for key_id in ApiKey.objects.exclude(encrypted_secret="").values_list("pk", flat=True).iterator():
             with transaction.atomic():
-                key = ApiKey.objects.select_for_update().get(pk=key_id)
+                key = ApiKey.objects.select_for_update(no_key=True).get(pk=key_id)
                 try:
                     if not needs_resealing(key.encrypted_secret):
                         unchanged += 1
