@@ -3,7 +3,9 @@
 gunicorn's ``Logger.atoms()`` copies every request header, response header and WSGI environ entry into the
 line's fields and escapes each one, for a format that prints nine (the default): about a twentieth of every
 request's instructions, and more the more headers a request carries (a signed API request carries four).
-``AccessLogger`` gives it only what the format names, so the line it writes is the same.
+``AccessLogger`` gives it only what the format names, so the line it writes is the same, except that an
+invitation link's token is printed as ``[token]``: it works until it is used or withdrawn, and the log is kept
+and read by more people than the invited one.
 Used by gunicorn through ``gunicorn.conf.py`` (``logger_class``).
 """
 from __future__ import annotations
@@ -20,6 +22,9 @@ _ENVIRON_OF_OWN_FIELDS = (
     "HTTP_USER_AGENT", "HTTP_AUTHORIZATION",
 )
 _FIELD = re.compile(r"%\(([^)]*)\)")
+_INVITATION_LINK = "/invitations/"
+# The link's path, at the start of a path or after a URL's host: /m/<merchant>/invitations/<id>/ is no secret.
+_INVITATION_TOKEN = re.compile(r"((?:^|//[^/?#\s\"]*)/invitations/)[^/?#\s\"]+")
 _HEADER_OR_ENVIRON_FIELD = re.compile(r"\{(.*)\}([ioe])")
 
 
@@ -61,7 +66,14 @@ class AccessLogger(Logger):
             if named.request_headers else []
         response_headers = [(name, value) for name, value in resp.headers if name.lower() in named.response_headers] \
             if named.response_headers else []
+        if _INVITATION_LINK in narrowed.get("RAW_URI", "") or _INVITATION_LINK in narrowed.get("HTTP_REFERER", ""):
+            narrowed = {name: _without_link_token(value) for name, value in narrowed.items()}
+            request_headers = [(name, _without_link_token(value)) for name, value in request_headers]
         return super().atoms(
             _Message(response_headers, resp.status, getattr(resp, "sent", None)), _Message(request_headers),
             narrowed, request_time,
         )
+
+
+def _without_link_token(value):
+    return _INVITATION_TOKEN.sub(r"\1[token]", value) if isinstance(value, str) else value

@@ -100,3 +100,28 @@ def test_every_gunicorn_started_here_uses_it():
     # gunicorn reads ./gunicorn.conf.py from its working directory: make serve, make bench and the production
     # test all start it from the project's root.
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["logger_class"] == "dashboard.access_log.AccessLogger"
+
+
+TOKEN = "Zt3QpB8W-Kq1x_9bVmN4cR7yHs2LdE6fGa0uJo5iXwU"
+
+
+def test_an_invitation_links_token_is_not_written_to_the_log(monkeypatch):
+    link = (
+        b"GET /invitations/" + TOKEN.encode() + b"/?utm=mail HTTP/1.1\r\nHost: sandbox.example\r\n"
+        b"Referer: https://mail.example/read?u=https://sandbox.example/invitations/" + TOKEN.encode() + b"/\r\n\r\n"
+    )
+    for access_log_format in (DEFAULT_FORMAT, '%(r)s %(U)s %(q)s %({referer}i)s %({RAW_URI}e)s'):
+        line = _line(AccessLogger, access_log_format, link, monkeypatch)
+        untouched = _line(Logger, access_log_format, link, monkeypatch)
+
+        assert TOKEN not in line
+        assert line == untouched.replace(TOKEN, "[token]")
+        assert "/invitations/[token]/" in line
+
+
+def test_an_owners_invitation_pages_keep_their_numbers(monkeypatch):
+    # Only a link's token is a secret: /m/<merchant>/invitations/<id>/ is an Owner's page, logged as it is.
+    raw = b"POST /m/acme/invitations/17/withdraw/ HTTP/1.1\r\nHost: sandbox.example\r\n\r\n"
+    line = _line(AccessLogger, DEFAULT_FORMAT, raw, monkeypatch)
+    assert line == _line(Logger, DEFAULT_FORMAT, raw, monkeypatch)
+    assert "/m/acme/invitations/17/withdraw/" in line
