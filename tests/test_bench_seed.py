@@ -29,8 +29,9 @@ def stored(model) -> list[tuple]:
 
 
 def assert_stored_as_by_the_orm(model, make) -> None:
-    """Rows written by ``_bulk`` are the ones Django's bulk_create() writes for the same objects, made twice."""
-    by_orm = make()
+    """Rows written by ``_bulk`` are the ones Django's bulk_create() writes for the same rows as model instances,
+    made twice."""
+    by_orm = [model(**vars(row)) for row in make()]
     model.objects.bulk_create(by_orm)
     if model is ApiKey:  # public keys are unique, and a merchant has one active key: the ORM's rows go first
         expected = stored(model)
@@ -63,9 +64,20 @@ def test_keys_of_every_status_are_written_as_django_writes_them(clock, merchant,
 
 @pytest.mark.django_db(transaction=True)
 def test_log_rows_and_audit_events_are_written_as_django_writes_them(clock, merchant, owner):
-    key = seed._key(merchant, owner, KeyStatus.DEACTIVATED, 0, datetime(2026, 11, 27, tzinfo=UTC))
+    key = ApiKey(**vars(seed._key(merchant, owner, KeyStatus.DEACTIVATED, 0, datetime(2026, 11, 27, tzinfo=UTC))))
     key.save()
     assert_stored_as_by_the_orm(ApiRequest,
                                 lambda: [*seed._log_rows(merchant, key, 5), *seed._log_rows(merchant, None, 2)])
     assert_stored_as_by_the_orm(AuditEvent, lambda: list(seed._events(merchant, owner, 6)))
 
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("model", [ApiKey, ApiRequest, AuditEvent])
+def test_a_row_holds_what_the_models_constructor_fills_in(clock, merchant, model):
+    given = {"merchant_id": merchant.pk}
+    instance = model(**given)
+    row = seed._row(model, **given)
+
+    assert vars(row) == {field.attname: getattr(instance, field.attname)
+                         for field in model._meta.local_concrete_fields if not field.primary_key}
