@@ -45,6 +45,13 @@ def run_at_once(functions):
         return list(pool.map(call, functions))
 
 
+def activate_now(merchant, owner, key):
+    services.activate_key(
+        actor=owner, merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
+        code=helpers.current_code(owner), context=CONTEXT,
+    )
+
+
 @pytest.fixture
 def racing_merchant(transactional_db, clock):
     merchant = helpers.create_merchant("Race Merchant")
@@ -95,10 +102,7 @@ def test_the_same_code_submitted_twice_at_once_is_accepted_once(racing_merchant)
 def test_activation_and_deactivation_racing_leave_a_consistent_audited_state(racing_merchant, clock):
     merchant, owners, keys = racing_merchant
     key = keys[0]
-    services.activate_key(
-        actor=owners[0], merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
-        code=helpers.current_code(owners[0]), context=CONTEXT,
-    )
+    activate_now(merchant, owners[0], key)
     clock.next_code_step()
     services.deactivate_key(
         actor=owners[0], merchant=merchant, key_id=key.pk, code=helpers.current_code(owners[0]), context=CONTEXT
@@ -135,10 +139,7 @@ def test_the_request_log_goes_on_recording_a_key_while_it_is_being_deactivated(r
     # (FOR KEY SHARE) waited for FOR UPDATE locks until the transition committed; FOR NO KEY UPDATE lets them by.
     merchant, owners, keys = racing_merchant
     key = keys[0]
-    services.activate_key(
-        actor=owners[0], merchant=merchant, key_id=key.pk, allowlist=parse_allowlist(""),
-        code=helpers.current_code(owners[0]), context=CONTEXT,
-    )
+    activate_now(merchant, owners[0], key)
     locked, logged = threading.Event(), threading.Event()
     held_until_logged = []
     locked_key = services._locked_key
