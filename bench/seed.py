@@ -82,7 +82,7 @@ def _key(merchant: Merchant, owner: User | None, status: str, number: int, now) 
     public_key = crypto.generate_public_key()
     owner_id = owner.pk if owner is not None else None
     key = _row(ApiKey, merchant_id=merchant.pk, public_key=public_key, name=f"key {number}", status=status,
-                 created_at=now - timedelta(minutes=number), created_by_id=owner_id)
+               created_at=now - timedelta(minutes=number), created_by_id=owner_id)
     if status != KeyStatus.GENERATED:
         secret = crypto.generate_secret()
         key.encrypted_secret = seal_secret(public_key, secret)
