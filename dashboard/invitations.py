@@ -84,9 +84,8 @@ def invite(
             elif Membership.objects.filter(merchant=merchant, user__email__iexact=email).exists():
                 refusal = already_member  # joined, with an earlier invitation, while the code was checked
             else:
-                replaced = Invitation.objects.filter(
-                    merchant=merchant, email=email, accepted_at__isnull=True, withdrawn_at__isnull=True,
-                ).update(withdrawn_at=now)
+                replaced = Invitation.objects.unanswered().filter(merchant=merchant, email=email).update(
+                    withdrawn_at=now)
                 invitation = Invitation.objects.create(
                     merchant=merchant, email=email, role=role, token_digest=token_digest(token), invited_by=actor,
                     created_at=now, expires_at=now + INVITATION_LIFETIME,

@@ -83,9 +83,9 @@ class NotOwner(MemberChangeRefused):
 
 
 def lock_merchant(merchant: Merchant) -> None:
-    """Serialise the changes of one merchant's members and invitations: each takes this lock first, so none waits
-    for another holding a row it needs (a deadlock). NO KEY UPDATE: rows being written that refer to the merchant
-    (an audit event, a request-log row) check their foreign key without waiting for it."""
+    """Serialise the changes of one merchant's API keys (keys.services), members and invitations: each takes this
+    lock first, so none waits for another holding a row it needs (a deadlock). NO KEY UPDATE: rows being written
+    that refer to the merchant (an audit event, a request-log row) check their foreign key without waiting for it."""
     Merchant.objects.select_for_update(no_key=True).filter(pk=merchant.pk).first()
 
 

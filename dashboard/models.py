@@ -143,9 +143,18 @@ class Membership(models.Model):
 
 
 class InvitationQuerySet(models.QuerySet):
+    def unanswered(self) -> InvitationQuerySet:
+        """Neither accepted nor withdrawn, whatever its time: those one_open_invitation_per_address counts."""
+        return self.filter(accepted_at__isnull=True, withdrawn_at__isnull=True)
+
     def still_open(self) -> InvitationQuerySet:
         """Neither accepted nor withdrawn, and not past its time."""
-        return self.filter(accepted_at__isnull=True, withdrawn_at__isnull=True, expires_at__gt=timezone.now())
+        return self.unanswered().filter(expires_at__gt=timezone.now())
+
+    def sent_by_an_owner(self) -> InvitationQuerySet:
+        """Those whose sender is an Owner of the invitation's merchant now: the others' links no longer work."""
+        return self.filter(invited_by__memberships__merchant=models.F("merchant"),
+                           invited_by__memberships__role=Role.OWNER)
 
 
 class Invitation(models.Model):

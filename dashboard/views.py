@@ -287,14 +287,11 @@ class MembersView(OwnerRequiredMixin, TemplateView):
             for membership in memberships
         ]
         slug = self.merchant.slug
-        # Those whose sender is still an Owner: the others no longer work (dashboard/invitations.py).
         pending = [
             (invitation, reverse("dashboard:invitation-withdraw-form",
                                  kwargs={"merchant_slug": slug, "invitation_id": invitation.pk}))
-            for invitation in Invitation.objects.still_open().filter(
-                merchant=self.merchant, invited_by__memberships__merchant=self.merchant,
-                invited_by__memberships__role=Role.OWNER,
-            ).select_related("invited_by").order_by("email")
+            for invitation in Invitation.objects.still_open().sent_by_an_owner().filter(merchant=self.merchant)
+            .select_related("invited_by").order_by("email")
         ]
         return super().get_context_data(
             rows=rows, invitations=pending,

@@ -16,7 +16,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from dashboard.audit import RequestContext, record
-from dashboard.models import AuditAction, AuditOutcome, Membership, Merchant, Role
+from dashboard.members import is_owner_now, lock_merchant
+from dashboard.models import AuditAction, AuditOutcome, Merchant
 from dashboard.two_factor import verify_fresh_code
 
 from . import conf, crypto, notifications
@@ -88,7 +89,7 @@ def _refuse(action: AuditAction, refusal: KeyActionRefused, *, actor, merchant, 
 
 def _require_owner(action: AuditAction, *, actor, merchant: Merchant, context, key_id=None) -> None:
     # Read again here, not trusted from the view: a demoted Owner is refused on the very next request.
-    if not Membership.objects.filter(user=actor, merchant=merchant, role=Role.OWNER).exists():
+    if not is_owner_now(actor, merchant, lock=False):
         raise _refuse(
             action, KeyActionRefused("Managing API keys needs the Owner role.", code="not_owner"),
             actor=actor, merchant=merchant, context=context, key_id=key_id,
@@ -109,15 +110,6 @@ def _verify_code(action: AuditAction, *, actor, merchant, code: str, context, ke
     verify_fresh_code(
         actor, code, context=context, merchant=merchant, purpose=f"{purpose} #{key_id}" if key_id else purpose
     )
-
-
-def _lock_merchant(merchant: Merchant) -> None:
-    # SECURITY: serialises every transition of one merchant's keys, so "is another key active?" and
-    # "how many keys?" cannot change between the check and the write.
-    # NO KEY UPDATE (PostgreSQL): it still excludes every other transition and member change, but not the
-    # foreign-key checks of rows written meanwhile (request log, audit events), which FOR UPDATE held up until
-    # the transition committed.
-    Merchant.objects.select_for_update(no_key=True).filter(pk=merchant.pk).first()
 
 
 def _locked_key(merchant: Merchant, key_id: int) -> ApiKey | None:
@@ -148,7 +140,9 @@ def _transition(
     event = _ACTION_EVENTS[action]
     refusal = None
     with transaction.atomic():
-        _lock_merchant(merchant)
+        # SECURITY: the merchant's lock serialises every transition of its keys, so "is another key active?"
+        # cannot change between the check and the write.
+        lock_merchant(merchant)
         key = _locked_key(merchant, key_id)
         if key is None:
             refusal = KeyNotFound()
@@ -180,7 +174,7 @@ def generate_key(*, actor, merchant: Merchant, name: str = "", code: str, contex
     limit = conf.max_unarchived_keys()
     refusal = None
     with transaction.atomic():
-        _lock_merchant(merchant)
+        lock_merchant(merchant)  # SECURITY: "how many keys?" cannot change between the count and the insert
         if ApiKey.objects.for_merchant(merchant).not_archived().count() >= limit:
             refusal = KeyActionRefused(
                 f"This merchant already has {limit} API keys that are not archived, the most allowed. "
