@@ -1,14 +1,20 @@
-"""Request plumbing: which proxy headers to believe, and when a signed-in session ends."""
+"""Request plumbing: which proxy headers to believe, when a signed-in session ends, and the
+Content-Security-Policy header."""
 from __future__ import annotations
 
+import http
 import time
 import zoneinfo
 
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.middleware import CheckableLazyObject, CSPMiddleware
+from csp.utils import build_policy
 from django.conf import settings
 from django.contrib.auth import logout
 from django.utils import timezone
 
 from .net import is_trusted_proxy
+from .settings_cache import cached_setting, until_settings_change
 
 API_PATH_PREFIX = "/api/"
 # The session's clocks, kept in the session itself.
@@ -78,3 +84,48 @@ class UserTimeZoneMiddleware(SignedInUserMiddleware):
             timezone.activate(zoneinfo.ZoneInfo(user.time_zone))
         else:
             timezone.deactivate()
+
+
+# What a view, a decorator of django-csp or a template can set to make a response's policy its own.
+_PER_RESPONSE_POLICY = (
+    "_csp_config", "_csp_update", "_csp_replace", "_csp_exempt",
+    "_csp_config_ro", "_csp_update_ro", "_csp_replace_ro", "_csp_exempt_ro",
+)
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware, with the settings' policy built once per settings change.
+
+    django-csp builds both headers from the settings on every response: 45 µs of the 135 µs an in-process
+    ping took, a third of every API request. A response whose policy is the settings' alone (no nonce drawn, no
+    csp decorator) gets the headers built once; any other goes through django-csp as before.
+    """
+
+    def process_response(self, request, response):
+        if getattr(request, "_csp_nonce", None) is not None or any(
+            hasattr(response, name) for name in _PER_RESPONSE_POLICY
+        ):
+            return super().process_response(request, response)
+        # django-csp leaves Django's debug pages alone, whose inline styles and scripts the policy would block.
+        if cached_setting("DEBUG") and response.status_code in (http.HTTPStatus.NOT_FOUND,
+                                                                  http.HTTPStatus.INTERNAL_SERVER_ERROR):
+            return response
+        for header, policy, excluded_prefixes in settings_policies():
+            if policy and header not in response and not request.path_info.startswith(excluded_prefixes):
+                response[header] = policy
+        # As django-csp does: a nonce drawn after the header was written would be in no policy.
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
+        return response
+
+
+@until_settings_change
+def settings_policies() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """Each header's policy as django-csp builds it from the settings, with the path prefixes it skips."""
+    return tuple(
+        (header, build_policy(report_only=report_only),
+         tuple((getattr(settings, setting, None) or {}).get("EXCLUDE_URL_PREFIXES", None) or ()))
+        for header, report_only, setting in (
+            (HEADER, False, "CONTENT_SECURITY_POLICY"),
+            (HEADER_REPORT_ONLY, True, "CONTENT_SECURITY_POLICY_REPORT_ONLY"),
+        )
+    )
