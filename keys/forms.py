@@ -92,8 +92,9 @@ class StaffDeactivationForm(CodeForm):
     field_order = ["reason", "code"]
 
 
-class RenameKeyForm(forms.Form):
+class RenameKeyForm(CodeForm):
     name = KeyNameField()
+    field_order = ["name", "code"]
 
 
 class AddressCheckForm(forms.Form):

@@ -101,6 +101,7 @@ _CODE_PURPOSES = {
     AuditAction.KEY_ACTIVATED: "activate an API key",
     AuditAction.KEY_DEACTIVATED: "deactivate an API key",
     AuditAction.KEY_ALLOWLIST_CHANGED: "change the IP addresses of an API key",
+    AuditAction.KEY_RENAMED: "rename an API key",
     AuditAction.KEY_ARCHIVED: "archive an API key",
 }
 
@@ -302,9 +303,11 @@ def update_allowlist(
     )
 
 
-def rename_key(*, actor, merchant: Merchant, key_id: int, name: str, context: RequestContext) -> ApiKey:
-    """Give the key a name of the Owner's choosing (no 2FA: a name grants nothing)."""
+def rename_key(*, actor, merchant: Merchant, key_id: int, name: str, code: str, context: RequestContext) -> ApiKey:
+    """Give the key a name of the Owner's choosing. A name grants nothing, but it is what Owners and the Activity
+    tell keys by, and the platform asks a fresh 2FA code for any change in the dashboard."""
     _require_owner(AuditAction.KEY_RENAMED, actor=actor, merchant=merchant, context=context, key_id=key_id)
+    _verify_code(AuditAction.KEY_RENAMED, actor=actor, merchant=merchant, code=code, context=context, key_id=key_id)
 
     def change(key: ApiKey) -> dict:
         before = key.name

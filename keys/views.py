@@ -317,7 +317,7 @@ class RenameKeyView(KeyActionView):
     def perform(self, form, context):
         return services.rename_key(
             actor=self.request.user, merchant=self.merchant, key_id=self.key.pk,
-            name=form.cleaned_data["name"], context=context,
+            name=form.cleaned_data["name"], code=form.cleaned_data["code"], context=context,
         )
 
     def succeeded(self, key):

@@ -49,6 +49,12 @@ def current_code(user: User, *, steps_ahead: int = 0) -> str:
     return f"{totp.token():0{device.digits}d}"
 
 
+def fresh_code(clock, user: User) -> str:
+    """A code no one has used yet: the next 30-second step's."""
+    clock.next_code_step()
+    return current_code(user)
+
+
 def give_backup_codes(user: User, codes: list[str]) -> StaticDevice:
     device = StaticDevice.objects.create(user=user, name="Backup codes", confirmed=True)
     StaticToken.objects.bulk_create(StaticToken(device=device, token=backup_code_digest(code)) for code in codes)

@@ -11,6 +11,7 @@ from keys.allowlist import parse_allowlist
 from keys.models import ApiKey
 
 from . import helpers
+from .helpers import fresh_code
 
 CTX = RequestContext("198.51.100.7", "pytest")
 MiB = 1024 * 1024
@@ -58,12 +59,6 @@ class KeyPair:
 
     def fresh(self) -> ApiKey:
         return ApiKey.objects.get(pk=self.key.pk)
-
-
-def fresh_code(clock, user) -> str:
-    """A code no one has used yet: the next 30-second step's."""
-    clock.next_code_step()
-    return helpers.current_code(user)
 
 
 def generate_key(clock, owner, merchant, name: str = "") -> ApiKey:

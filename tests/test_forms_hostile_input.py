@@ -52,7 +52,7 @@ FORMS = [
     ("keys:activate", "key", {"allowlist": "", "code": "123456"}),
     ("keys:deactivate", "key", {"code": "123456"}),
     ("keys:allowlist", "key", {"allowlist": "", "code": "123456"}),
-    ("keys:rename", "key", {"name": "renamed"}),
+    ("keys:rename", "key", {"name": "renamed", "code": "123456"}),
     ("keys:archive", "key", {"code": "123456"}),
     ("integration:signature-check", "merchant", {"body": "{}", "signature": "00"}),
     ("dashboard:member-role", "member", {"role": "restricted", "code": "123456"}),
@@ -186,8 +186,9 @@ def test_any_text_in_a_code_field_is_a_form_error_or_a_well_formed_code(raw):
 
 @HYPOTHESIS
 @given(name=st.text(max_size=300))
-def test_any_key_name_is_saved_escaped_or_refused_never_a_500(owner_client, merchant, key, name):
-    response = owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), {"name": name})
+def test_any_key_name_is_saved_escaped_or_refused_never_a_500(owner_client, owner, merchant, key, clock, name):
+    response = owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]),
+                                 {"name": name, "code": helpers.fresh_code(clock, owner)})
     assert response.status_code in (200, 302)
     key.refresh_from_db()
     if response.status_code == 302:
@@ -199,9 +200,10 @@ def test_any_key_name_is_saved_escaped_or_refused_never_a_500(owner_client, merc
 
 
 @pytest.mark.parametrize("raw", [b"%ff%fe", b"Checkout%ED%A0%80", b"%C0%80"])
-def test_a_key_name_whose_bytes_are_not_utf8_is_refused_not_saved_as_replacement_characters(owner_client, merchant,
-                                                                                            key, raw):
-    response = owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), b"name=" + raw,
+def test_a_key_name_whose_bytes_are_not_utf8_is_refused_not_saved_as_replacement_characters(owner_client, owner,
+                                                                                            merchant, key, raw):
+    response = owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]),
+                                 b"name=" + raw + b"&code=" + helpers.current_code(owner).encode(),
                                  content_type="application/x-www-form-urlencoded")
 
     assert response.context["form"].errors["name"] == ["The name arrived with bytes that are not UTF-8 text; type it again."]
@@ -210,8 +212,10 @@ def test_a_key_name_whose_bytes_are_not_utf8_is_refused_not_saved_as_replacement
 
 
 @pytest.mark.parametrize("name", ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"])
-def test_html_in_a_key_name_is_escaped_in_the_dashboard_and_the_admin(owner_client, merchant, key, name):
-    assert owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), {"name": name}).status_code == 302
+def test_html_in_a_key_name_is_escaped_in_the_dashboard_and_the_admin(owner_client, owner, merchant, key, name):
+    response = owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]),
+                                 {"name": name, "code": helpers.current_code(owner)})
+    assert response.status_code == 302
     client = Client()
     helpers.sign_in_verified(client, helpers.create_user(staff=True))
     pages = {
@@ -241,10 +245,11 @@ EXTRA_FIELDS = {"merchant": "0", "status": "archived", "secret": "A" * 43, "encr
                 "public_key": "sbx_planted", "allowed_networks": "0.0.0.0/0", "created_by": "0"}
 
 
-def test_extra_fields_posted_to_rename_are_ignored(owner_client, merchant, key):
+def test_extra_fields_posted_to_rename_are_ignored(owner_client, owner, merchant, key):
     before = ApiKey.objects.values().get(pk=key.pk)
 
-    owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]), {"name": "Renamed", **EXTRA_FIELDS})
+    owner_client.post(reverse("keys:rename", args=[merchant.slug, key.pk]),
+                      {"name": "Renamed", "code": helpers.current_code(owner), **EXTRA_FIELDS})
 
     after = ApiKey.objects.values().get(pk=key.pk)
     assert after["name"] == "Renamed"

@@ -16,7 +16,7 @@ from dashboard.audit import RequestContext
 from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Invitation, Membership, Role, User
 
 from . import helpers
-from .sandbox_support import fresh_code
+from .helpers import fresh_code
 
 NEW_PASSWORD = "correct horse battery staple 42"
 

@@ -88,7 +88,7 @@ class Lifecycle:
         assert self.call_api(key, self.secret, b'{"currency":"LTC"}').status_code == 403
         self.post("keys:activate", {"allowlist": "", "code": self.code()}, key)
         self.post("keys:deactivate", {"code": self.code()}, key)
-        self.post("keys:rename", {"name": "Old checkout"}, key)
+        self.post("keys:rename", {"name": "Old checkout", "code": self.code()}, key)
         self.post("keys:archive", {"code": self.code()}, key)
         response = self.client.post(reverse("dashboard:backup-codes"), {"code": self.code()})
         self.responses.append(("POST backup codes", response))

@@ -7,8 +7,10 @@ from django.urls import reverse
 
 from dashboard.audit import escape_for_log
 from dashboard.models import Role
+from keys.models import ApiKey
 
 from . import helpers
+from .helpers import fresh_code
 
 
 def test_cr_and_lf_in_user_controlled_text_cannot_start_a_new_log_line():
@@ -34,10 +36,6 @@ def test_each_kind_of_failure_is_logged_by_its_apps_logger(owner_client, merchan
 
 
 def test_every_key_action_and_every_sign_in_failure_is_one_audit_line(owner, owner_client, merchant, caplog, clock):
-    from keys.models import ApiKey
-
-    from .sandbox_support import fresh_code
-
     caplog.set_level(logging.INFO, logger="dashboard.audit")
     Client().post(reverse("dashboard:sign-in"), {"email": owner.email, "password": "not the password at all"})
     Client().post(reverse("dashboard:sign-in"), {"email": "nobody@acme.test", "password": "not the password at all"})

@@ -10,7 +10,8 @@ from dashboard import members
 from dashboard.models import AuditAction, AuditEvent, AuditOutcome, Membership, Role
 
 from . import helpers
-from .sandbox_support import CTX, fresh_code
+from .helpers import fresh_code
+from .sandbox_support import CTX
 
 
 @pytest.fixture

@@ -17,13 +17,9 @@ from keys.models import ApiKey, KeyStatus
 from keys.secret_store import seal_secret
 
 from . import helpers
+from .helpers import fresh_code
 
 CTX = RequestContext("198.51.100.7", "pytest")
-
-
-def fresh_code(clock, user) -> str:
-    clock.next_code_step()
-    return helpers.current_code(user)
 
 
 def make_key(merchant, status=KeyStatus.GENERATED, *, name="Checkout server") -> ApiKey:
@@ -185,7 +181,8 @@ def test_a_mail_server_failure_does_not_undo_the_change(clock, merchant, members
 def test_no_email_for_rename_or_generate(clock, merchant, members, django_capture_on_commit_callbacks):
     key = make_key(merchant, KeyStatus.ACTIVE)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        services.rename_key(actor=members["owner"], merchant=merchant, key_id=key.pk, name="Renamed", context=CTX)
+        services.rename_key(actor=members["owner"], merchant=merchant, key_id=key.pk, name="Renamed",
+                            code=fresh_code(clock, members["owner"]), context=CTX)
         services.generate_key(actor=members["owner"], merchant=merchant, code=fresh_code(clock, members["owner"]), context=CTX)
     key.refresh_from_db()
     assert key.name == "Renamed"

@@ -225,7 +225,7 @@ def test_the_whole_lifecycle_and_signed_calls_work_on_two_gunicorn_workers(gunic
     response, _ = client.request("GET", keys_path)
     assert response.status == 200
 
-    response, _ = client.post_form(f"{keys_path}{key_id}/rename/", {"name": "prod checkout"})
+    response, _ = client.post_form(f"{keys_path}{key_id}/rename/", {"name": "prod checkout", "code": backup_codes[4]})
     assert response.status == 302
     response, _ = client.post_form(f"{keys_path}{key_id}/deactivate/", {"code": backup_codes[2]})
     assert response.status == 302

@@ -35,7 +35,8 @@ from sandbox.models import ApiRequest, Balance, Currency
 from sandbox.views import signed_endpoint
 
 from . import helpers
-from .sandbox_support import ALLOWED_IP, CTX, KeyPair, MiB, OTHER_IP, UNKNOWN_KEY, VECTOR_BODY, VECTOR_SECRET, VECTOR_SIGNATURE, activate_new_key, api, assert_accepted, assert_error, deactivate, fresh_code, generate_key
+from .helpers import fresh_code
+from .sandbox_support import ALLOWED_IP, CTX, KeyPair, MiB, OTHER_IP, UNKNOWN_KEY, VECTOR_BODY, VECTOR_SECRET, VECTOR_SIGNATURE, activate_new_key, api, assert_accepted, assert_error, deactivate, generate_key
 
 # The reference test vector
 

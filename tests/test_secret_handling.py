@@ -24,6 +24,7 @@ from keys.models import ApiKey, KeyStatus
 from keys.secret_store import open_secret
 
 from . import helpers
+from .helpers import fresh_code
 
 
 @dataclass
@@ -33,11 +34,6 @@ class Activation:
     response: object
     post_data: dict
     responses: list = field(default_factory=list)
-
-
-def fresh_code(clock, user) -> str:
-    clock.next_code_step()
-    return helpers.current_code(user)
 
 
 def url(name, merchant, key=None) -> str:

@@ -23,18 +23,13 @@ from keys.models import ApiKey, ApiKeyQuerySet, KeyStatus
 from keys.secret_store import open_secret, seal_secret
 
 from . import helpers
+from .helpers import fresh_code
 
 CTX = RequestContext("198.51.100.7", "pytest")
 SECRET_FORM = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 # Helpers
-
-
-def fresh_code(clock, user) -> str:
-    """A code no one has used yet: the next 30-second step's."""
-    clock.next_code_step()
-    return helpers.current_code(user)
 
 
 def make_key(merchant, status=KeyStatus.GENERATED, *, name="", allowed=(), created_by=None) -> ApiKey:
@@ -129,7 +124,7 @@ def run_action(action: str, *, actor, merchant, key_id=None, code="000000"):
             context=CTX,
         )
     if action == "rename":
-        return services.rename_key(actor=actor, merchant=merchant, key_id=key_id, name="New", context=CTX)
+        return services.rename_key(actor=actor, merchant=merchant, key_id=key_id, name="New", code=code, context=CTX)
     if action == "archive":
         return services.archive_key(actor=actor, merchant=merchant, key_id=key_id, code=code, context=CTX)
     raise AssertionError(action)
@@ -423,24 +418,21 @@ def test_blank_allowlist_means_any_address(clock, merchant, owner):
 
 
 @pytest.mark.parametrize("status", [KeyStatus.GENERATED, KeyStatus.ACTIVE, KeyStatus.DEACTIVATED])
-def test_rename_needs_no_code(clock, merchant, owner, status):
+def test_rename_with_a_fresh_code_in_any_status_but_archived(clock, merchant, owner, status):
     key = make_key(merchant, status, name="Old")
-    device = helpers.totp_device(owner)
     since = last_event_id()
 
-    services.rename_key(actor=owner, merchant=merchant, key_id=key.pk, name="Checkout server", context=CTX)
+    services.rename_key(
+        actor=owner, merchant=merchant, key_id=key.pk, name="Checkout server", code=fresh_code(clock, owner), context=CTX,
+    )
 
     key.refresh_from_db()
     assert key.name == "Checkout server"
     assert key.status == status
-    events = events_since(since)
-    # No 2FA row at all: rename asks for no code and uses none.
-    assert [event.action for event in events] == [AuditAction.KEY_RENAMED]
     assert_one_success(
-        events, AuditAction.KEY_RENAMED, actor=owner, merchant=merchant, key=key,
+        events_since(since), AuditAction.KEY_RENAMED, actor=owner, merchant=merchant, key=key,
         details={"from": "Old", "to": "Checkout server"},
     )
-    assert TOTPDevice.objects.get(pk=device.pk).last_t == device.last_t
 
 
 # Archive
@@ -613,10 +605,10 @@ CODE_ATTACKS = [
     pytest.param(lambda clock, user: "", RefusalReason.MALFORMED, id="empty"),
     pytest.param(lambda clock, user: "1" * 40, RefusalReason.MALFORMED, id="too long"),
 ]
-CODED_ACTIONS = ["generate", "activate", "deactivate", "allowlist", "archive"]
 
 
-@pytest.mark.parametrize("action", CODED_ACTIONS)
+# Every action, renaming included: the platform asks a fresh code for any change in the dashboard.
+@pytest.mark.parametrize("action", list(ACTION_EVENTS))
 @pytest.mark.parametrize(("make_code", "reason"), CODE_ATTACKS)
 def test_refused_code_changes_nothing(clock, merchant, owner, action, make_code, reason):
     key = make_key(merchant, STARTS_FROM.get(action, KeyStatus.GENERATED), name="Kept")

@@ -20,6 +20,7 @@ from keys.secret_store import seal_secret
 from keys.views import ARCHIVED_PAGE_SIZE, KEYS_PAGE_SIZE
 
 from . import helpers
+from .helpers import fresh_code
 
 PER_KEY_URLS = ["keys:activate", "keys:deactivate", "keys:allowlist", "keys:rename", "keys:archive"]
 MERCHANT_URLS = ["keys:list", "keys:archived", "keys:generate"]
@@ -44,11 +45,6 @@ def url(name, merchant, key=None, key_id=None) -> str:
     if key is not None or key_id is not None:
         kwargs["key_id"] = key_id if key_id is not None else key.pk
     return reverse(name, kwargs=kwargs)
-
-
-def fresh_code(clock, user) -> str:
-    clock.next_code_step()
-    return helpers.current_code(user)
 
 
 def snapshot(merchant) -> list[dict]:
@@ -291,15 +287,17 @@ def test_allowlist_page_and_post(clock, merchant, owner, owner_client):
     assert "They apply from the next request." in text(response)
 
 
-def test_rename_needs_no_code(clock, merchant, owner_client):
+def test_rename_page_and_post(clock, merchant, owner, owner_client):
     key = make_key(merchant, KeyStatus.ACTIVE, name="Old")
 
     response = owner_client.get(url("keys:rename-form", merchant, key))
     assert response.status_code == 200
-    assert not has_code_form(response)
+    assert has_code_form(response)
     assert 'value="Old"' in text(response)
 
-    response = owner_client.post(url("keys:rename", merchant, key), {"name": "New"}, follow=True)
+    response = owner_client.post(
+        url("keys:rename", merchant, key), {"name": "New", "code": fresh_code(clock, owner)}, follow=True
+    )
 
     key.refresh_from_db()
     assert key.name == "New"
@@ -397,11 +395,12 @@ def _wrong(clock, user):
 
 @pytest.mark.parametrize(
     ("view", "status"),
-    [("keys:activate", KeyStatus.GENERATED), ("keys:deactivate", KeyStatus.ACTIVE), ("keys:archive", KeyStatus.GENERATED)],
+    [("keys:activate", KeyStatus.GENERATED), ("keys:deactivate", KeyStatus.ACTIVE), ("keys:archive", KeyStatus.GENERATED),
+     ("keys:allowlist", KeyStatus.ACTIVE), ("keys:rename", KeyStatus.ACTIVE)],
 )
 def test_wrong_reused_and_malformed_codes_say_which_and_change_nothing(clock, merchant, owner, owner_client, view, status):
     key = make_key(merchant, status)
-    data = {"allowlist": ""}
+    data = {"allowlist": "203.0.113.9", "name": "Renamed"}
 
     before = snapshot(merchant)
     response = owner_client.post(url(view, merchant, key), {**data, "code": _wrong(clock, owner)})
@@ -586,10 +585,10 @@ def test_bad_name_is_refused_on_generate(clock, merchant, owner, owner_client, n
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_bad_name_is_refused_on_rename(clock, merchant, owner_client, name):
+def test_bad_name_is_refused_on_rename(clock, merchant, owner, owner_client, name):
     key = make_key(merchant, name="Kept")
     before = snapshot(merchant)
-    response = owner_client.post(url("keys:rename", merchant, key), {"name": name})
+    response = owner_client.post(url("keys:rename", merchant, key), {"name": name, "code": fresh_code(clock, owner)})
     assert response.status_code == 200
     assert response.context["form"].errors["name"]
     assert 'class="errorlist' in text(response)
@@ -597,9 +596,9 @@ def test_bad_name_is_refused_on_rename(clock, merchant, owner_client, name):
     assert not key_events(merchant).exists()
 
 
-def test_name_of_100_characters_is_accepted(clock, merchant, owner_client):
+def test_name_of_100_characters_is_accepted(clock, merchant, owner, owner_client):
     key = make_key(merchant)
-    owner_client.post(url("keys:rename", merchant, key), {"name": "é" * 100})
+    owner_client.post(url("keys:rename", merchant, key), {"name": "é" * 100, "code": fresh_code(clock, owner)})
     key.refresh_from_db()
     assert key.name == "é" * 100
 
@@ -638,7 +637,8 @@ def test_extra_post_fields_are_ignored_on_activate_and_rename(clock, merchant, o
     assert key.merchant == merchant
 
     owner_client.post(
-        url("keys:rename", merchant, key), {"name": "New", "status": "archived", "allowed_networks": "0.0.0.0/0"}
+        url("keys:rename", merchant, key),
+        {"name": "New", "code": fresh_code(clock, owner), "status": "archived", "allowed_networks": "0.0.0.0/0"},
     )
     key.refresh_from_db()
     assert key.name == "New" and key.status == KeyStatus.ACTIVE and key.allowed_networks == []
