@@ -154,6 +154,6 @@ def authenticate(request, key: ApiKey | None, body: bytes, client_ip: str | None
     if not verifier.matches(body, signature):
         raise BadSignature()
     if not is_address_allowed(key.allowed_networks, client_ip or ""):
-        raise IpNotAllowed(client_ip)
+        raise IpNotAllowed()
     payload = parse_json(body, request.META.get("CONTENT_TYPE", ""))
     return SignedRequest(key=key, payload=payload, client_ip=client_ip)

@@ -46,15 +46,8 @@ class BadSignature(SandboxError):
 
 
 class IpNotAllowed(SandboxError):
+    # Exactly the platform's body: the address it saw is on the "API requests" tab, in the refusal's row.
     status, code, error = 403, "ip_not_allowed", "IP address is not allowed"
-
-    def __init__(self, address: str | None):
-        super().__init__(self.error)
-        self.address = address
-
-    def content(self) -> bytes:
-        # The first thing an integrator behind NAT needs: the address we saw.
-        return json.dumps({"error": self.error, "code": self.code, "ip": self.address}).encode()
 
 
 class BadContent(SandboxError):

@@ -9,6 +9,7 @@ from dashboard.audit import RequestContext
 from keys import crypto, services
 from keys.allowlist import parse_allowlist
 from keys.models import ApiKey
+from sandbox.models import ApiRequest
 
 from . import helpers
 from .helpers import fresh_code
@@ -114,6 +115,11 @@ def assert_error(response, code: str, **extra) -> None:
     assert response.status_code == status, response.content[:300]
     assert response["Content-Type"] == "application/json"
     assert json.loads(response.content) == {**body, **extra}
+
+
+def address_logged_last() -> str | None:
+    """The client address of the last request the log holds: what the "API requests" tab shows."""
+    return ApiRequest.objects.order_by("-id").values_list("ip_address", flat=True).first()
 
 
 def assert_accepted(response) -> dict:

@@ -59,10 +59,8 @@ def test_accepted_and_refused_requests_are_logged_with_what_explains_them(client
     assert_accepted(api(client, "currencies/list", pair=fenced_pair, REMOTE_ADDR=ALLOWED_IP))
     assert_error(api(client, pair=fenced_pair, signature="0" * 128, REMOTE_ADDR=ALLOWED_IP), "bad_header_signature")
     assert_error(api(client, pair=fenced_pair, signature=None, REMOTE_ADDR=ALLOWED_IP), "required_header_signature")
-    assert_error(api(client, pair=fenced_pair, REMOTE_ADDR=OTHER_IP), "ip_not_allowed", ip=OTHER_IP)
-    assert_error(
-        api(client, pair=fenced_pair, body=b"{", REMOTE_ADDR="2001:db8::5"), "ip_not_allowed", ip="2001:db8::5"
-    )
+    assert_error(api(client, pair=fenced_pair, REMOTE_ADDR=OTHER_IP), "ip_not_allowed")
+    assert_error(api(client, pair=fenced_pair, body=b"{", REMOTE_ADDR="2001:db8::5"), "ip_not_allowed")
     assert_error(api(client, pair=fenced_pair, body=b"{", REMOTE_ADDR=ALLOWED_IP), "bad_content_format")
 
     def row(status, error_code="", ip=ALLOWED_IP, path="/api/v2/accounts/list"):
@@ -153,7 +151,7 @@ def test_long_paths_and_methods_are_cut_to_fit(client, clock, key_pair, merchant
 def test_owner_sees_the_log_newest_first(client, clock, owner, merchant, fenced_pair):
     assert_accepted(api(client, pair=fenced_pair, REMOTE_ADDR=ALLOWED_IP))
     clock.advance(5)
-    assert_error(api(client, pair=fenced_pair, REMOTE_ADDR=OTHER_IP), "ip_not_allowed", ip=OTHER_IP)
+    assert_error(api(client, pair=fenced_pair, REMOTE_ADDR=OTHER_IP), "ip_not_allowed")
     helpers.sign_in_verified(client, owner)
 
     response = client.get(log_url(merchant))
