@@ -96,9 +96,11 @@ _PER_RESPONSE_POLICY = (
 class ContentSecurityPolicyMiddleware(CSPMiddleware):
     """django-csp's middleware, with the settings' policy built once per settings change.
 
-    django-csp builds both headers from the settings on every response: 45 µs of the 135 µs an in-process
-    ping took, a third of every API request. A response whose policy is the settings' alone (no nonce drawn, no
-    csp decorator) gets the headers built once; any other goes through django-csp as before.
+    django-csp builds both headers from the settings on every response, a large share of an API request's cost
+    (bench/README.md). A response whose policy is the settings' alone (no nonce drawn, no csp decorator) gets the
+    headers built once; any other goes through django-csp as before. Built once means: the policy settings change
+    only as Django announces it (``setting_changed``: deploys, ``override_settings``), and a lazy directive value
+    (``reverse_lazy``) is turned into text once, under the first request's script prefix.
     """
 
     def process_response(self, request, response):

@@ -49,7 +49,9 @@ VIEWS = [
     pytest.param(csp_update({"img-src": ["https://images.example"]}, REPORT_ONLY=True)(plain),
                  id="csp_update-report-only"),
     pytest.param(csp_replace({"script-src": ["'self'", "https://scripts.example"]})(plain), id="csp_replace"),
+    pytest.param(csp_replace({"script-src": ["'none'"]}, REPORT_ONLY=True)(plain), id="csp_replace-report-only"),
     pytest.param(csp({"default-src": ["'none'"]})(plain), id="csp"),
+    pytest.param(csp({"default-src": ["'none'"]}, REPORT_ONLY=True)(plain), id="csp-report-only"),
 ]
 
 
@@ -103,10 +105,13 @@ def test_paths_the_settings_exclude_get_no_policy(settings):
     settings.CONTENT_SECURITY_POLICY = {
         "EXCLUDE_URL_PREFIXES": ["/api/"], "DIRECTIVES": {"default-src": ["'self'"]},
     }
+    settings.CONTENT_SECURITY_POLICY_REPORT_ONLY = {
+        "EXCLUDE_URL_PREFIXES": ["/m/"], "DIRECTIVES": {"default-src": ["'none'"]},
+    }
     on_the_api, _ = headers_from(ContentSecurityPolicyMiddleware, plain, path="/api/v2/ping")
     on_a_page, _ = headers_from(ContentSecurityPolicyMiddleware, plain, path="/m/acme/keys/")
-    assert on_the_api["Content-Security-Policy"] is None
-    assert on_a_page["Content-Security-Policy"] == "default-src 'self'"
+    assert on_the_api == {"Content-Security-Policy": None, "Content-Security-Policy-Report-Only": "default-src 'none'"}
+    assert on_a_page == {"Content-Security-Policy": "default-src 'self'", "Content-Security-Policy-Report-Only": None}
 
 
 def test_a_nonce_drawn_after_the_header_was_written_is_refused():

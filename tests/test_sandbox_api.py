@@ -36,7 +36,7 @@ from sandbox.views import signed_endpoint
 
 from . import helpers
 from .helpers import fresh_code
-from .sandbox_support import ALLOWED_IP, CTX, address_logged_last, KeyPair, MiB, OTHER_IP, UNKNOWN_KEY, VECTOR_BODY, VECTOR_SECRET, VECTOR_SIGNATURE, activate_new_key, api, assert_accepted, assert_error, deactivate, generate_key
+from .sandbox_support import ALLOWED_IP, CTX, KeyPair, MiB, OTHER_IP, UNKNOWN_KEY, VECTOR_BODY, VECTOR_SECRET, VECTOR_SIGNATURE, activate_new_key, address_logged_last, api, assert_accepted, assert_error, deactivate, generate_key
 
 # The reference test vector
 
@@ -201,7 +201,7 @@ def test_signature_of_a_reserialised_body_is_refused(client, clock, key_pair):
     assert_error(api(client, pair=key_pair, body=sent, signature=signature), "bad_header_signature")
 
 
-def test_address_outside_the_allowlist_is_refused_with_the_address_seen(client, clock, fenced_pair):
+def test_address_outside_the_allowlist_is_refused_and_logged_with_the_address_seen(client, clock, fenced_pair):
     response = api(client, pair=fenced_pair, REMOTE_ADDR=OTHER_IP)
 
     assert_error(response, "ip_not_allowed")
