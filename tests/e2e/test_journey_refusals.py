@@ -1,9 +1,11 @@
 """Journey 5: a wrong code, a reused code and invalid IP addresses are each explained next to their field,
-and the key stays as it was."""
+and the key stays as it was; a new name for a key is saved only with a fresh code."""
+import re
+
 from dashboard.models import Role
 from tests import helpers
 
-from .support import PHONE, TABLET, Journey, expect, generate_key, open_activation, sign_in, status_of
+from .support import PHONE, TABLET, Journey, expect, generate_key, key_row, open_activation, sign_in, status_of
 
 
 def field_errors(page, label: str):
@@ -74,3 +76,28 @@ def test_refused_codes_and_addresses_are_explained_and_change_nothing(page, cloc
     assert status_of(page, public_key) == "Generated"
     assert page.locator(".keys-table tbody tr").count() == 1
     journey.check("unchanged")
+
+
+def test_a_key_is_renamed_only_with_a_fresh_code(page, clock):
+    merchant = helpers.create_merchant("Acme Payments")
+    owner = helpers.create_member(merchant, Role.OWNER, "owner@acme.test")
+    sign_in(page, clock, owner)
+    public_key = generate_key(page, clock, owner, name="Checkout")
+    used_code = clock.code(owner)
+
+    key_row(page, public_key).get_by_role("link", name=re.compile(r"^Rename\b")).click()
+    expect(page.get_by_role("heading", name="Rename API key")).to_be_visible()
+    expect(page.get_by_label("Name")).to_have_value("Checkout")
+    page.get_by_label("Name").fill("Checkout server")
+    page.get_by_label("2FA code").fill(used_code)
+    page.get_by_role("button", name="Save name").click()
+    expect(field_errors(page, "2FA code")).to_have_text(
+        "That code has already been used. Wait for your app to show a new code."
+    )
+    expect(page.get_by_label("Name")).to_have_value("Checkout server")
+
+    page.get_by_label("2FA code").fill(clock.next_code(owner))
+    page.get_by_role("button", name="Save name").click()
+    expect(page.get_by_role("status").filter(has_text="Name saved.")).to_be_visible()
+    expect(key_row(page, public_key)).to_contain_text("Checkout server")
+    assert status_of(page, public_key) == "Generated"
