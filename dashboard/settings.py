@@ -61,7 +61,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "dashboard.middleware.SessionExpiryMiddleware",
     "dashboard.middleware.UserTimeZoneMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "dashboard.middleware.DashboardMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dashboard.middleware.ContentSecurityPolicyMiddleware",
 ]

@@ -101,6 +101,20 @@ HEADER_PAGES = [
 ]
 
 
+def test_a_message_waits_through_api_requests_for_the_next_page(owner_client, owner, merchant, clock):
+    generated = owner_client.post(reverse("keys:generate", args=[merchant.slug]),
+                                  {"name": "", "code": helpers.fresh_code(clock, owner)})
+    assert generated.status_code == 302
+
+    ping = owner_client.get("/api/v2/ping")
+    page = keys_page(owner_client, merchant)
+
+    # The API sets up no message storage (it never shows one); the page after it shows the message.
+    assert not hasattr(ping.wsgi_request, "_messages")
+    assert "generated. Activate it to start using it." in page.content.decode()
+    assert "generated. Activate it" not in keys_page(owner_client, merchant).content.decode()
+
+
 @pytest.mark.parametrize("name, scope", HEADER_PAGES, ids=[page[0] for page in HEADER_PAGES])
 def test_dashboard_pages_carry_the_security_headers(owner_client, owner, merchant, name, scope):
     key = ApiKey.objects.create(merchant=merchant, public_key="sbx_" + "c" * 40, created_by=owner)
