@@ -12,11 +12,8 @@ class SandboxError(Exception):
     code = ""
     error = ""
 
-    def content(self) -> bytes:
-        return _content_of(type(self))
-
     def response(self) -> HttpResponse:
-        response = HttpResponse(self.content(), status=self.status, content_type="application/json")
+        response = HttpResponse(_content_of(type(self)), status=self.status, content_type="application/json")
         # The API logs each refusal itself (sandbox.refusal_log, and its 503s where they arise); marked as written,
         # Django's own line (off in LOGGING for a 4xx) is not built either (django.utils.log.log_response).
         response._has_been_logged = True
