@@ -51,6 +51,9 @@ WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 PG_DATABASE = os.environ.get("BENCH_PG_DATABASE", "sandbox_bench")
 PYSPY = os.environ.get("BENCH_PYSPY") == "1"
 THREADS, CONNECTIONS = 2, 8
+# Between turns the workers must have been idle this long (two clock ticks of /proc's CPU times): see
+# Gunicorn.wait_until_idle.
+QUIET_SECONDS = 0.02
 WORKERS = 2
 BODY = "{}"
 
@@ -165,6 +168,7 @@ class Gunicorn:
 
     def __init__(self, env: dict, log_path: Path):
         self.port = free_port()
+        self._worker_pids: list[int] = []
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
             # As `make serve` runs it; without the control socket, which another gunicorn on the machine may hold.
@@ -190,19 +194,57 @@ class Gunicorn:
     def workers(self) -> dict[int, list[str]]:
         """The worker processes of this gunicorn and their /proc/PID/stat fields after the command name."""
         found = {}
+        for pid in self._worker_pids:
+            fields = self._stat(pid)
+            if fields is None or int(fields[1]) != self.process.pid:
+                break  # a worker gone (and maybe replaced): look again
+            found[pid] = fields
+        else:
+            if len(found) == WORKERS:
+                return found
+        found = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # a process that ended while we looked
-            if int(fields[1]) == self.process.pid:  # ppid: a worker of this gunicorn
+            fields = self._stat(int(stat.parent.name))
+            if fields is not None and int(fields[1]) == self.process.pid:  # ppid: a worker of this gunicorn
                 found[int(stat.parent.name)] = fields
+        # Remembered: the drain reads them every few milliseconds, and /proc holds hundreds of processes.
+        self._worker_pids = list(found)
         return found
 
+    @staticmethod
+    def _stat(pid: int) -> list[str] | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None  # a process that ended while we looked
+
+    def workers_cpu_ticks(self) -> int:
+        """CPU time (user + system) used so far by the worker processes, in clock ticks."""
+        return sum(int(fields[11]) + int(fields[12]) for fields in self.workers().values())  # utime, stime
+
     def workers_cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by the worker processes."""
-        ticks = sum(int(fields[11]) + int(fields[12]) for fields in self.workers().values())  # utime, stime
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return self.workers_cpu_ticks() / os.sysconf("SC_CLK_TCK")
+
+    def wait_until_idle(self, quiet: float = QUIET_SECONDS, limit: float = 10.0) -> float:
+        """Return once the workers have used no CPU for ``quiet`` seconds (at most ``limit`` in all); returns how
+        long that took.
+
+        wrk stops with a request in flight on each of its connections, and the workers still answer them: for a
+        page, up to its latency (100-300 ms) after wrk is done. Without this wait the case after it in the
+        rotation paid for that work, in its first fraction of a second: ping, which follows the Activity page,
+        and the signed request at 100,000 keys, which follows the large Activity page (measured in results.md:
+        each case's "drained after" time).
+        """
+        started = time.monotonic()
+        ticks, quiet_since = self.workers_cpu_ticks(), started
+        while True:
+            time.sleep(0.005)
+            now = time.monotonic()
+            latest = self.workers_cpu_ticks()
+            if latest != ticks:
+                ticks, quiet_since = latest, now
+            if now - quiet_since >= quiet or now - started >= limit:
+                return now - started
 
     def __exit__(self, *exc) -> None:
         if self.process.poll() is None:
@@ -281,6 +323,9 @@ def summarize(case: Case, slices: list[dict]) -> dict:
         "socket_errors": socket_errors,
         "errors": unexpected + sum(socket_errors.values()),
         "worker_cpu_ms": 1000 * sum(part["worker_cpu_s"] for part in slices) / max(requests, 1),
+        # How long the workers went on after each turn's wrk, answering the requests it left in flight.
+        "drain_ms": [1000 * statistics.fmean(drains), 1000 * max(drains)] if (
+            drains := [part["drain_s"] for part in slices if "drain_s" in part]) else None,
         "slices": [{"rps": part["requests"] / (part["duration_us"] / 1e6),
                     "p99_ms": part["latency_us"]["p99"] / 1000} for part in slices],
     }
@@ -340,6 +385,11 @@ def profile_workers(server: Gunicorn, name: str) -> list[subprocess.Popen]:
     ]
 
 
+def drain_text(result: dict) -> str:
+    drain = result.get("drain_ms")
+    return "" if drain is None else f"{drain[0]:.0f} / {drain[1]:.0f}"
+
+
 def host_text(result: dict) -> str:
     return " → ".join(f"{probe['cores']:.1f} cores, {probe['loop_ms']} ms" for probe in result["host"])
 
@@ -395,6 +445,9 @@ def measure_group(cases: list[Case], env: dict, control_env: dict, db: Database,
                 for spy in spies:
                     spy.wait(timeout=60)
                 part["worker_cpu_s"] = server.workers_cpu_seconds() - cpu
+                # After the CPU reading: the requests wrk left unanswered are not counted in this case's requests,
+                # so their work is in neither case's CPU.
+                part["drain_s"] = server.wait_until_idle()
                 slices[case.name].append(part)
         host = [before, host_probe()]
     results = {}
@@ -402,7 +455,8 @@ def measure_group(cases: list[Case], env: dict, control_env: dict, db: Database,
         result = results[case.name] = {**summarize(case, slices[case.name]), "host": host}
         log(f"  {case.name:<20} {result['rps']:8.0f} req/s  p50 {result['p50_ms']:6.2f} ms  "
             f"p99 {result['p99_ms']:6.2f} ms  errors {result['errors']}  "
-            f"worker CPU {result['worker_cpu_ms']:.2f} ms/req  host {host_text(result)}")
+            f"worker CPU {result['worker_cpu_ms']:.2f} ms/req  busy after {drain_text(result)} ms  "
+            f"host {host_text(result)}")
     return results
 
 
@@ -663,8 +717,8 @@ def write_markdown(info: dict, runs: list[dict], path: Path) -> None:
                 f"`{name}={value!r}`" for name, value in run_.get("settings", {}).items()),
             "",
             "| case | req/s | req/s of each turn | p50 (ms) | p99 (ms) | errors | SQL queries per request "
-            "| worker CPU (ms/request) | host before → after |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| worker CPU (ms/request) | workers busy after a turn (ms, mean / max) | host before → after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for case_name, result in r.items():
             label = next(c.label for c in CASE_LABELS if c.name == case_name)
@@ -673,16 +727,19 @@ def write_markdown(info: dict, runs: list[dict], path: Path) -> None:
                 if result["errors"] else "")
             turns = " / ".join(f"{part['rps']:,.0f}" for part in result.get("slices", []))
             lines.append(f"| {label} | {result['rps']:,.0f} | {turns} | {result['p50_ms']:.2f} | {result['p99_ms']:.2f} "
-                         f"| {errors} | {probes[case_name]['queries']} | {result['worker_cpu_ms']:.2f} | {host_text(result)} |")
+                         f"| {errors} | {probes[case_name]['queries']} | {result['worker_cpu_ms']:.2f} "
+                         f"| {drain_text(result)} | {host_text(result)} |")
         ratios, targets = evaluate(run_)
         lines += ["", "Req/s of each turn: the case's turns in the order they ran, the cases of a stage in "
                   "rotation; how far they spread is how much the host moved under this run. "
                   "Errors count socket errors and responses whose status is not the expected one "
                   "(200; 403 for the two refusal cases). Worker CPU is the gunicorn workers' CPU time (from /proc) "
                   "divided by the requests served: unlike req/s it does not move when another tenant of the host "
-                  "takes a core (it does when the CPU itself slows down). Host: how many cores a CPU-bound process got (2.0 is "
-                  "the whole machine) and how long a fixed Python loop took, just before and just after the "
-                  "measurement; a case measured with fewer cores or a slower loop is slowed by the host, not by "
+                  "takes a core (it does when the CPU itself slows down). Workers busy after a turn: wrk stops "
+                  "with a request in flight on each connection, which the workers still answer; the next turn "
+                  "starts only once they have been idle for 20 ms, so no case pays for the one before it. "
+                  "Host: how many cores a CPU-bound process got (2.0 is the whole machine) and how long a fixed "
+                  "Python loop took, just before and just after the measurement; a case measured with fewer cores or a slower loop is slowed by the host, not by "
                   "the code, and a target judged on it is marked. The 95 % interval of a throughput ratio "
                   "between two cases of one rotation comes from their turns taken side by side (bench/run.py, "
                   "paired_interval): where it spans a target, the host moved too much in this run to tell met "

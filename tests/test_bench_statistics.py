@@ -75,6 +75,68 @@ def test_a_summary_adds_requests_time_statuses_and_errors_over_the_turns():
     assert result["max_ms"] == 6.0
     assert result["worker_cpu_ms"] == pytest.approx(1.0)
     assert [round(part["rps"]) for part in result["slices"]] == [200, 100]
+    assert result["drain_ms"] is None  # results written before the drain was measured
+
+
+def test_a_summary_gives_the_mean_and_longest_wait_for_the_workers_after_a_turn():
+    case = bench.Case("keys_page", "keys page", "10", "/m/bench-merchant/keys/")
+    turns = [turn(100, lambda percent: 90_000), turn(100, lambda percent: 90_000), turn(100, lambda percent: 90_000)]
+    for part, drain_s in zip(turns, (0.05, 0.1, 0.3)):
+        part["drain_s"] = drain_s
+
+    result = bench.summarize(case, turns)
+
+    assert result["drain_ms"] == pytest.approx([150.0, 300.0])
+    assert bench.drain_text(result) == "150 / 300"
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for bench.run: sleeping moves the clock, nothing waits."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeWorkers:
+    """Workers whose CPU ticks, read at each poll, go on rising for ``busy_polls`` polls, then stop."""
+
+    def __init__(self, busy_polls: int):
+        self.reads = 0
+        self.busy_polls = busy_polls
+
+    def workers_cpu_ticks(self) -> int:
+        self.reads += 1
+        return min(self.reads, self.busy_polls)
+
+
+@pytest.mark.parametrize("busy_polls", [1, 5, 40])
+def test_the_next_turn_waits_until_the_workers_have_been_idle_for_the_quiet_time(monkeypatch, busy_polls):
+    clock = FakeClock()
+    monkeypatch.setattr(bench.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(bench.time, "sleep", clock.sleep)
+    workers = FakeWorkers(busy_polls)
+
+    waited = bench.Gunicorn.wait_until_idle(workers, quiet=0.03)
+
+    # Busy until the last rising reading (a poll every 5 ms), then 30 ms with none.
+    busy_until = 0.005 * (busy_polls - 1)
+    assert busy_until + 0.03 - 1e-9 <= waited <= busy_until + 0.03 + 0.006
+
+
+def test_workers_that_never_settle_hold_the_next_turn_back_only_until_the_limit(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(bench.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(bench.time, "sleep", clock.sleep)
+
+    waited = bench.Gunicorn.wait_until_idle(FakeWorkers(busy_polls=10**9), quiet=0.03, limit=2.0)
+
+    assert 2.0 - 1e-9 <= waited <= 2.006
 
 
 def measured(*turn_rps: float, p99_ms: float = 5.0, cpu_ms: float = 1.0) -> dict:
