@@ -193,15 +193,11 @@ class Gunicorn:
 
     def workers(self) -> dict[int, list[str]]:
         """The worker processes of this gunicorn and their /proc/PID/stat fields after the command name."""
-        found = {}
-        for pid in self._worker_pids:
-            fields = self._stat(pid)
-            if fields is None or int(fields[1]) != self.process.pid:
-                break  # a worker gone (and maybe replaced): look again
-            found[pid] = fields
-        else:
-            if len(found) == WORKERS:
-                return found
+        found = {pid: fields for pid in self._worker_pids
+                 if (fields := self._stat(pid)) is not None and int(fields[1]) == self.process.pid}
+        if len(found) == WORKERS:
+            return found
+        # A worker gone (and maybe replaced), or none looked up yet: look again.
         found = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             fields = self._stat(int(stat.parent.name))
@@ -232,8 +228,8 @@ class Gunicorn:
         wrk stops with a request in flight on each of its connections, and the workers still answer them: for a
         page, up to its latency (100-300 ms) after wrk is done. Without this wait the case after it in the
         rotation paid for that work, in its first fraction of a second: ping, which follows the Activity page,
-        and the signed request at 100,000 keys, which follows the large Activity page (measured in results.md:
-        each case's "drained after" time).
+        and the signed request at 100,000 keys, which follows the large Activity page (results.md shows how long
+        each case's turns left the workers busy).
         """
         started = time.monotonic()
         ticks, quiet_since = self.workers_cpu_ticks(), started
@@ -787,8 +783,9 @@ def write_markdown(info: dict, runs: list[dict], path: Path) -> None:
                   "with a request in flight on each connection, which the workers still answer; the next turn "
                   "starts only once they have been idle for 20 ms, so no case pays for the one before it. "
                   "Host: how many cores a CPU-bound process got (2.0 is the whole machine) and how long a fixed "
-                  "Python loop took, just before and just after the measurement; a case measured with fewer cores or a slower loop is slowed by the host, not by "
-                  "the code, and a target judged on it is marked. The 95 % interval of a throughput ratio "
+                  "Python loop took, just before and just after the measurement; a case measured with fewer cores "
+                  "or a slower loop is slowed by the host, not by the code, and a target judged on it is marked. "
+                  "The 95 % interval of a throughput ratio "
                   "between two cases of one rotation comes from their turns taken side by side (bench/run.py, "
                   "paired_interval): where it spans a target, the host moved too much in this run to tell met "
                   "from missed, whatever the ratio's side.", "",
