@@ -44,10 +44,12 @@ def empty_cache():
     were folded in the process; each test starts with none."""
     cache.clear()
     request_log._marked_at.clear()
+    request_log._trim_cutoffs.clear()
     refusal_log._last_lines.clear()
     yield
     cache.clear()
     request_log._marked_at.clear()
+    request_log._trim_cutoffs.clear()
     refusal_log._last_lines.clear()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.urls import reverse
 from django.utils import timezone
 
@@ -279,6 +279,44 @@ def test_prune_keeps_the_newest_thousand_of_the_merchant(clock, merchant, key_pa
     assert ApiRequest.objects.for_merchant(other).count() == 30
     # Nothing more to do the second time.
     assert request_log.prune(merchant.pk) == 0
+
+
+def test_trim_after_trim_keeps_the_newest_thousand(clock, merchant, key_pair):
+    make_rows(merchant, key_pair.key, REQUEST_LOG_SIZE)
+    for _ in range(5):
+        make_rows(merchant, key_pair.key, 120)
+        newest = set(ApiRequest.objects.for_merchant(merchant).order_by("-id").values_list("id", flat=True)[:1000])
+
+        assert request_log.prune(merchant.pk) == 120
+
+        assert set(ApiRequest.objects.for_merchant(merchant).values_list("id", flat=True)) == newest
+
+
+def late_row(merchant, key, row_id: int) -> None:
+    """A row committed after a trim with an id from before it, as another worker's batch in flight can be."""
+    ApiRequest.objects.create(id=row_id, merchant=merchant, api_key=key, method="POST", path="/api/v2/accounts/list",
+                              status=200)
+
+
+def test_a_trim_reaches_back_to_the_cutoff_two_trims_before_and_no_further(clock, merchant, key_pair):
+    make_rows(merchant, key_pair.key, REQUEST_LOG_SIZE + 50)
+    request_log.prune(merchant.pk)
+    first_cutoff = ApiRequest.objects.for_merchant(merchant).aggregate(oldest=Min("id"))["oldest"]
+    make_rows(merchant, key_pair.key, 50)
+    request_log.prune(merchant.pk)  # deletes the row at first_cutoff and the 49 after it
+    late_row(merchant, key_pair.key, first_cutoff)
+    late_row(merchant, key_pair.key, first_cutoff - 1)
+    make_rows(merchant, key_pair.key, 50)
+
+    request_log.prune(merchant.pk)
+
+    # The late row the third trim reaches is gone; one older than the first trim's cutoff is left: that is what
+    # keeps a trim's cost flat as the log turns over (on PostgreSQL, every row deleted before it leaves an index
+    # entry until VACUUM, which a trim reading from the merchant's first id went through each time).
+    remaining = set(ApiRequest.objects.for_merchant(merchant).values_list("id", flat=True))
+    assert first_cutoff not in remaining
+    assert first_cutoff - 1 in remaining
+    assert len(remaining) == REQUEST_LOG_SIZE + 1
 
 
 def test_prune_leaves_a_short_log_alone(clock, merchant, key_pair):
