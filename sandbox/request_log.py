@@ -14,7 +14,7 @@ import os
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
-from time import monotonic
+from time import monotonic, sleep
 from typing import NamedTuple
 
 from django.core.cache import cache
@@ -32,6 +32,9 @@ logger = logging.getLogger("sandbox.request_log")
 LAST_USED_INTERVAL = timedelta(minutes=1)
 # Trimming the log every request would double its cost; every hundredth insert of a merchant keeps it near the limit.
 PRUNE_EVERY = 100
+# PostgreSQL's batches go in COPYs of this many rows, this many seconds apart (insert_rows).
+COPY_CHUNK_ROWS = 100
+COPY_CHUNK_PAUSE = 0.002
 # Rows kept for a retry while the database cannot be written; beyond this the oldest are dropped (and said so).
 MAX_PENDING_ROWS = 10_000
 
@@ -69,11 +72,19 @@ def insert_rows(rows: list[LoggedRequest]) -> None:
     if connection.vendor == "postgresql" and len(rows) > 1:
         # COPY: a batch of 1,000 rows cost the writer thread 3 ms of CPU, against 13 ms by executemany(),
         # time it would otherwise take from the requests through the GIL.
+        # In chunks, with a pause between them, in one transaction: a whole batch in one COPY held the GIL for its
+        # few milliseconds of formatting (a request thread waits up to the 5 ms switch interval for it) and gave the
+        # database server its whole batch at once, and the requests in flight paid for both. Side by side under
+        # load on PostgreSQL, the signed request's p99 was 1.77 × ping's in one COPY, 1.41 × in chunks of 100.
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor, \
-                connection.wrap_database_errors, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row((row.merchant_id, row.api_key_id, postgresql_copy_datetime_text(row.created_at),
-                                row.ip_address, row.method, row.path, row.status, row.error_code))
+                connection.wrap_database_errors:
+            for start in range(0, len(rows), COPY_CHUNK_ROWS):
+                if start:
+                    sleep(COPY_CHUNK_PAUSE)
+                with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows[start:start + COPY_CHUNK_ROWS]:
+                        copy.write_row((row.merchant_id, row.api_key_id, postgresql_copy_datetime_text(row.created_at),
+                                        row.ip_address, row.method, row.path, row.status, row.error_code))
         return
     adapt = connection.ops.adapt_datetimefield_value
     one_row = "(%s, %s, %s, %s, %s, %s, %s, %s)"

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import hypothesis
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.utils import ConnectionHandler
 from django.test import override_settings
 from hypothesis import given
@@ -246,6 +246,25 @@ def test_a_batch_larger_than_one_statement_is_written_whole_in_order_with_its_ti
     rows = list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("path", "created_at", "ip_address"))
     assert rows == [(f"/api/v2/{number}", start + timedelta(seconds=number), f"198.51.100.{number % 250}")
                     for number in range(300)]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's batches go in COPYs of 100 rows")
+def test_a_batch_refused_in_a_later_copy_writes_none_of_its_rows_and_keeps_them_all(key_pair, merchant, writer,
+                                                                                    monkeypatch, caplog):
+    batch, _ = writer
+    no_writer_thread(monkeypatch)
+    for number in range(250):
+        # The column takes 200 characters (record_request cuts longer paths): the third COPY is refused.
+        path = "/" + "x" * 300 if number == 240 else f"/api/v2/{number}"
+        batch.add(request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, None, "POST", path,
+                                            200, ""))
+
+    with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
+        assert batch.flush() == 0
+
+    assert logged(merchant) == []
+    assert batch.pending() == 250
+    assert "could not write 250 request-log rows" in caplog.text
 
 
 def sqlite_connection(zone: str | None):
