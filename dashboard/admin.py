@@ -179,9 +179,18 @@ class MerchantAdmin(StaffModelAdminMixin, admin.ModelAdmin):
         # A merchant with API keys or audit events is kept for its audit trail: those rows protect it and are never
         # deleted. Django's page said staff lacked a permission to delete them, which no one has, after collecting
         # every row the merchant would take along (a request log and audit trail of 100,000 rows each).
-        if obj is not None and is_kept_for_its_history(obj):
+        if obj is not None and self.kept_for_its_history(request, obj):
             return False
         return super().has_delete_permission(request, obj)
+
+    @staticmethod
+    def kept_for_its_history(request, merchant: Merchant) -> bool:
+        """``is_kept_for_its_history``, worked out once a request: the change page asks, and so does each of the
+        delete-permission checks Django makes while it renders (two queries each time)."""
+        known = request.__dict__.setdefault("merchants_kept_for_their_history", {})
+        if merchant.pk not in known:
+            known[merchant.pk] = is_kept_for_its_history(merchant)
+        return known[merchant.pk]
 
     def get_actions(self, request):
         # Deleting in bulk would meet the same protected rows, reported as a missing permission.
@@ -191,7 +200,7 @@ class MerchantAdmin(StaffModelAdminMixin, admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         merchant = self.get_object(request, object_id)
-        kept = merchant is not None and is_kept_for_its_history(merchant)
+        kept = merchant is not None and self.kept_for_its_history(request, merchant)
         extra_context = {**(extra_context or {}), "kept_for_its_history": kept}
         return super().change_view(request, object_id, form_url, extra_context)
 

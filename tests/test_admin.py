@@ -8,8 +8,9 @@ from django.contrib.admin import site as admin_site
 from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import Permission
 from django.core import mail
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 from django_otp.plugins.otp_static.models import StaticDevice
@@ -813,6 +814,19 @@ def test_a_merchant_made_by_mistake_can_be_deleted_with_its_members(staff_client
     assert response.status_code == 302
     assert not Merchant.objects.filter(pk=mistake.pk).exists()
     assert not Membership.objects.filter(merchant_id=mistake.pk).exists()
+
+
+def test_the_merchant_page_asks_once_whether_the_merchant_is_kept(staff_client):
+    mistake = helpers.create_merchant("Typo Payments")
+
+    with CaptureQueriesContext(connection) as captured:
+        page = staff_client.get(reverse("admin:dashboard_merchant_change", args=[mistake.pk]))
+
+    assert page.status_code == 200
+    assert reverse("admin:dashboard_merchant_delete", args=[mistake.pk]) in page.content.decode()
+    asked = [query["sql"] for query in captured.captured_queries
+             if '"keys_apikey"' in query["sql"] or '"dashboard_auditevent"' in query["sql"]]
+    assert len(asked) == 2, asked  # one for its keys, one for its audit events
 
 
 def test_merchants_are_not_offered_for_deletion_in_bulk(staff_client, merchant):
