@@ -135,7 +135,8 @@ def _count_inserts(merchant_id: int, inserted: int) -> int:
 
 
 def prune(merchant_id: int) -> int:
-    """Delete all but the newest REQUEST_LOG_SIZE requests of the merchant; returns how many went."""
+    """Delete the merchant's requests older than its newest REQUEST_LOG_SIZE, back to the cutoff of this process's
+    trim before last (all of them on its first two trims); returns how many went."""
     # Plain statements: through the ORM (delete() and its collector) a trim cost 2.4 M instructions, of which the
     # database's own work was 0.35 M. Nothing refers to a log row, so there is nothing for a collector to cascade.
     # Both look no lower than an earlier trim's cutoff: on PostgreSQL a deleted row's index entry stays until

@@ -24,7 +24,3 @@ def test_a_worker_hands_the_gil_between_its_threads_within_a_millisecond(switch_
     config["post_worker_init"](worker=None)
 
     assert sys.getswitchinterval() == pytest.approx(0.001)
-
-
-def test_the_access_log_line_is_ours():
-    assert runpy.run_path(str(CONFIG))["logger_class"] == "dashboard.access_log.AccessLogger"
