@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
@@ -18,10 +19,10 @@ from time import monotonic, sleep
 from typing import NamedTuple
 
 from django.core.cache import cache
-from django.db import DatabaseError, IntegrityError, close_old_connections, connections, router, transaction
+from django.db import DatabaseError, close_old_connections, connections, router, transaction
 
 from dashboard.db_rows import postgresql_copy_datetime_text, sqlite_datetime_text
-from dashboard.settings_cache import cached_setting
+from dashboard.settings_cache import cached_setting, until_settings_change
 from keys.models import ApiKey
 
 from .models import REQUEST_LOG_SIZE, ApiRequest
@@ -39,6 +40,10 @@ COPY_CHUNK_PAUSE = 0.002
 MAX_PENDING_ROWS = 10_000
 
 
+# The log table's columns a row gives, in the order insert_rows sends them.
+COLUMNS = ("merchant_id", "api_key_id", "created_at", "ip_address", "method", "path", "status", "error_code")
+
+
 class LoggedRequest(NamedTuple):
     merchant_id: int
     api_key_id: int | None
@@ -48,15 +53,47 @@ class LoggedRequest(NamedTuple):
     path: str
     status: int
     error_code: str
+    # The row as a line of PostgreSQL's COPY text, for a batch that goes there: made by the request thread
+    # (record_request), not by the writer thread (insert_rows).
+    copy_line: str = ""
 
 
 def record_request(*, key: ApiKey, at: datetime, client_ip: str | None, method: str, path: str, status: int,
                    error_code: str) -> None:
-    row = LoggedRequest(key.merchant_id, key.id, at, client_ip, method[:10], path[:200], status, error_code)
-    if cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS") > 0:
-        writer.add(row)
-    else:
+    # PostgreSQL refuses NUL in text, and one such row would fail its whole batch; a path may carry one (%00).
+    method, path = method[:10].replace("\0", "\ufffd"), path[:200].replace("\0", "\ufffd")
+    row = LoggedRequest(key.merchant_id, key.id, at, client_ip, method, path, status, error_code)
+    if cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS") <= 0:
         write_rows([row])
+    elif _log_database_vendor() == "postgresql":
+        # The writer thread's formatting of a batch, ~2 ms of Python for 800 rows, held the GIL from the request
+        # threads in bursts; made here it is a few µs of each request. Side by side under load, the signed
+        # request's p99 was 10.75 → 9.79 and 8.69 → 8.34 ms.
+        writer.add(LoggedRequest(*row[:-1], copy_line=copy_line(row)))
+    else:
+        writer.add(row)
+
+
+@until_settings_change
+def _log_database_vendor() -> str:
+    return connections[router.db_for_write(ApiRequest)].vendor
+
+
+def copy_line(row: LoggedRequest) -> str:
+    """``row`` as a line of PostgreSQL's COPY text format, its values in the order of COLUMNS."""
+    return "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n" % (
+        row.merchant_id, "\\N" if row.api_key_id is None else "%d" % row.api_key_id,
+        postgresql_copy_datetime_text(row.created_at), "\\N" if row.ip_address is None else _copy_text(row.ip_address),
+        _copy_text(row.method), _copy_text(row.path), row.status, _copy_text(row.error_code),
+    )
+
+
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _copy_text(value: str) -> str:
+    return _COPY_SPECIAL.sub(lambda found: _COPY_ESCAPES[found.group()], value)
 
 
 def write_rows(rows: list[LoggedRequest]) -> None:
@@ -68,10 +105,11 @@ def write_rows(rows: list[LoggedRequest]) -> None:
 def insert_rows(rows: list[LoggedRequest]) -> None:
     connection = connections[router.db_for_write(ApiRequest)]
     table = connection.ops.quote_name(ApiRequest._meta.db_table)
-    columns = "merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code"
+    columns = ", ".join(COLUMNS)
     if connection.vendor == "postgresql" and len(rows) > 1:
         # COPY: a batch of 1,000 rows cost the writer thread 3 ms of CPU, against 13 ms by executemany(),
-        # time it would otherwise take from the requests through the GIL.
+        # time it would otherwise take from the requests through the GIL. The rows come as COPY text already
+        # (record_request); a row made elsewhere is formatted here.
         # In chunks, with a pause between them, in one transaction: a whole batch in one COPY held the GIL for its
         # few milliseconds of formatting (a request thread waits up to the 5 ms switch interval for it) and gave the
         # database server its whole batch at once, and the requests in flight paid for both. Side by side under
@@ -83,9 +121,8 @@ def insert_rows(rows: list[LoggedRequest]) -> None:
                 if start:
                     sleep(COPY_CHUNK_PAUSE)
                 with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                    for row in rows[start:start + COPY_CHUNK_ROWS]:
-                        copy.write_row((row.merchant_id, row.api_key_id, postgresql_copy_datetime_text(row.created_at),
-                                        row.ip_address, row.method, row.path, row.status, row.error_code))
+                    copy.write("".join([row.copy_line or copy_line(row)
+                                        for row in rows[start:start + COPY_CHUNK_ROWS]]))
         return
     adapt = connection.ops.adapt_datetimefield_value
     one_row = "(%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -103,7 +140,7 @@ def insert_rows(rows: list[LoggedRequest]) -> None:
     # waiting that long). Sent to the driver itself in its own placeholders: Django's cursor rewrites every %s of
     # a statement with a regular expression, a fifth of a row's instructions (65k → 52k without it).
     # The times as the ORM writes them, by sqlite_datetime_text: Django's adapter cost 28k instructions a row.
-    per_statement = max(1, connection.features.max_query_params // len(LoggedRequest._fields))
+    per_statement = max(1, connection.features.max_query_params // len(COLUMNS))
     zone = connection.timezone
     with transaction.atomic(using=connection.alias), connection.wrap_database_errors:
         for start in range(0, len(rows), per_statement):
@@ -242,9 +279,6 @@ class BatchWriter:
             return 0
         try:
             insert_rows(rows)
-        except IntegrityError:
-            # A row whose merchant was deleted meanwhile: write the others, one by one.
-            rows = self._insert_each(rows)
         except DatabaseError:
             logger.exception("could not write %d request-log rows; kept for the next attempt", len(rows))
             self._keep(rows)
@@ -254,18 +288,6 @@ class BatchWriter:
         except DatabaseError:
             logger.exception("could not trim the request log; the next batch tries again")
         return len(rows)
-
-    @staticmethod
-    def _insert_each(rows: list[LoggedRequest]) -> list[LoggedRequest]:
-        written = []
-        for row in rows:
-            try:
-                insert_rows([row])
-            except IntegrityError:
-                continue
-            written.append(row)
-        logger.warning("dropped %d request-log rows whose merchant or key no longer exists", len(rows) - len(written))
-        return written
 
     def _keep(self, rows: list[LoggedRequest]) -> None:
         with self._lock:
