@@ -2,9 +2,12 @@
 
 import base64
 import hashlib
+import hmac
 import re
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from keys import crypto
 from keys.crypto import (
@@ -89,6 +92,19 @@ def test_a_verifier_checks_many_bodies_with_one_secret_as_signature_matches_does
     assert verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE)
     assert not verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE.upper())
     assert not verifier.matches(VECTOR_BODY, VECTOR_SIGNATURE[:-1] + "\ud800")
+
+
+@given(secret=st.one_of(st.text(max_size=60), st.text(min_size=100, max_size=300)), body=st.binary(max_size=600))
+@example(secret="s" * 128, body=b"{}")  # a key of exactly one block is used as it is
+@example(secret="s" * 129, body=b"{}")  # one byte more, and it is hashed first
+def test_a_verifier_agrees_with_the_standard_librarys_hmac_for_any_secret_and_body(secret, body):
+    # Secrets past SHA-512's 128-byte block are hashed first (RFC 2104); bodies cross block boundaries.
+    expected = hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
+    verifier = SignatureVerifier(secret)
+
+    assert verifier.matches(body, expected)
+    assert not verifier.matches(body + b"x", expected)
+    assert not verifier.matches(body, expected[:-1] + ("0" if expected[-1] != "0" else "1"))
 
 
 def test_a_verifier_shows_nothing_of_its_secret():
