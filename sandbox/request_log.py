@@ -45,6 +45,11 @@ COLUMNS = ("merchant_id", "api_key_id", "created_at", "ip_address", "method", "p
 
 
 class LoggedRequest(NamedTuple):
+    """The shape of a row. The rows themselves may be plain tuples in this order, as record_request makes them:
+    Python's garbage collector stops tracking a plain tuple of numbers, strings and times at its first
+    collection, but never a NamedTuple's instance. Rows waiting for their batch then piled up in the oldest
+    generation, and each pile set off a full collection, 50–60 ms of a worker's time (bench/README.md)."""
+
     merchant_id: int
     api_key_id: int | None
     created_at: datetime
@@ -62,16 +67,16 @@ def record_request(*, key: ApiKey, at: datetime, client_ip: str | None, method: 
                    error_code: str) -> None:
     # PostgreSQL refuses NUL in text, and one such row would fail its whole batch; a path may carry one (%00).
     method, path = method[:10].replace("\0", "\ufffd"), path[:200].replace("\0", "\ufffd")
-    row = LoggedRequest(key.merchant_id, key.id, at, client_ip, method, path, status, error_code)
+    values = (key.merchant_id, key.id, at, client_ip, method, path, status, error_code)
     if cached_setting("SANDBOX_REQUEST_LOG_FLUSH_SECONDS") <= 0:
-        write_rows([row])
+        write_rows([LoggedRequest(*values)])
     elif _log_database_vendor() == "postgresql":
         # The writer thread's formatting of a batch, ~2 ms of Python for 800 rows, held the GIL from the request
         # threads in bursts; made here it is a few µs of each request. Side by side under load, the signed
         # request's p99 was 10.75 → 9.79 and 8.69 → 8.34 ms.
-        writer.add(LoggedRequest(*row[:-1], copy_line=copy_line(row)))
+        writer.add((*values, copy_line(values)))
     else:
-        writer.add(row)
+        writer.add((*values, ""))
 
 
 @until_settings_change
@@ -79,12 +84,14 @@ def _log_database_vendor() -> str:
     return connections[router.db_for_write(ApiRequest)].vendor
 
 
-def copy_line(row: LoggedRequest) -> str:
-    """``row`` as a line of PostgreSQL's COPY text format, its values in the order of COLUMNS."""
+def copy_line(row: tuple) -> str:
+    """``row`` (a LoggedRequest, or its first eight values) as a line of PostgreSQL's COPY text format, its values
+    in the order of COLUMNS."""
+    merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code = row[:8]
     return "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n" % (
-        row.merchant_id, "\\N" if row.api_key_id is None else "%d" % row.api_key_id,
-        postgresql_copy_datetime_text(row.created_at), "\\N" if row.ip_address is None else _copy_text(row.ip_address),
-        _copy_text(row.method), _copy_text(row.path), row.status, _copy_text(row.error_code),
+        merchant_id, "\\N" if api_key_id is None else "%d" % api_key_id,
+        postgresql_copy_datetime_text(created_at), "\\N" if ip_address is None else _copy_text(ip_address),
+        _copy_text(method), _copy_text(path), status, _copy_text(error_code),
     )
 
 
@@ -96,13 +103,14 @@ def _copy_text(value: str) -> str:
     return _COPY_SPECIAL.sub(lambda found: _COPY_ESCAPES[found.group()], value)
 
 
-def write_rows(rows: list[LoggedRequest]) -> None:
-    """Insert ``rows`` (one transaction), then trim the log of each merchant that has grown enough."""
+def write_rows(rows: list[tuple]) -> None:
+    """Insert ``rows`` (LoggedRequests, or plain tuples in their order; one transaction), then trim the log of each
+    merchant that has grown enough."""
     insert_rows(rows)
     trim_after_insert(rows)
 
 
-def insert_rows(rows: list[LoggedRequest]) -> None:
+def insert_rows(rows: list[tuple]) -> None:
     connection = connections[router.db_for_write(ApiRequest)]
     table = connection.ops.quote_name(ApiRequest._meta.db_table)
     columns = ", ".join(COLUMNS)
@@ -121,17 +129,15 @@ def insert_rows(rows: list[LoggedRequest]) -> None:
                 if start:
                     sleep(COPY_CHUNK_PAUSE)
                 with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                    copy.write("".join([row.copy_line or copy_line(row)
-                                        for row in rows[start:start + COPY_CHUNK_ROWS]]))
+                    copy.write("".join([row[8] or copy_line(row) for row in rows[start:start + COPY_CHUNK_ROWS]]))
         return
     adapt = connection.ops.adapt_datetimefield_value
     one_row = "(%s, %s, %s, %s, %s, %s, %s, %s)"
     if len(rows) == 1:  # one statement is atomic already; a transaction around it would cost two more
-        row = rows[0]
+        merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code = rows[0][:8]
         with connection.cursor() as cursor:
             cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {one_row}", (
-                row.merchant_id, row.api_key_id, adapt(row.created_at), row.ip_address, row.method, row.path,
-                row.status, row.error_code))
+                merchant_id, api_key_id, adapt(created_at), ip_address, method, path, status, error_code))
         return
     # Plain SQL: the ORM's save() and bulk_create() machinery cost more than the insert itself on this path.
     # Many rows to a statement, not executemany(): SQLite's driver lets go of the GIL and takes it back for each
@@ -146,15 +152,15 @@ def insert_rows(rows: list[LoggedRequest]) -> None:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
             values = []
-            for row in chunk:
-                values += (row.merchant_id, row.api_key_id, sqlite_datetime_text(row.created_at, zone),
-                           row.ip_address, row.method, row.path, row.status, row.error_code)
+            for merchant_id, api_key_id, created_at, ip_address, method, path, status, error_code, _ in chunk:
+                values += (merchant_id, api_key_id, sqlite_datetime_text(created_at, zone), ip_address, method, path,
+                           status, error_code)
             placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
             connection.connection.execute(f"INSERT INTO {table} ({columns}) VALUES {placeholders}", values)
 
 
-def trim_after_insert(rows: list[LoggedRequest]) -> None:
-    for merchant_id, inserted in Counter(row.merchant_id for row in rows).items():
+def trim_after_insert(rows: list[tuple]) -> None:
+    for merchant_id, inserted in Counter(row[0] for row in rows).items():  # row[0]: its merchant_id
         total = _count_inserts(merchant_id, inserted)
         if total // PRUNE_EVERY != (total - inserted) // PRUNE_EVERY:
             prune(merchant_id)
@@ -228,14 +234,14 @@ class BatchWriter:
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
-        self._pending: list[LoggedRequest] = []
+        self._pending: list[tuple] = []
         self._oldest = 0.0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._closing = False
 
-    def add(self, row: LoggedRequest) -> None:
+    def add(self, row: tuple) -> None:
         with self._lock:
             if not self._pending:
                 self._oldest = monotonic()
@@ -289,7 +295,7 @@ class BatchWriter:
             logger.exception("could not trim the request log; the next batch tries again")
         return len(rows)
 
-    def _keep(self, rows: list[LoggedRequest]) -> None:
+    def _keep(self, rows: list[tuple]) -> None:
         with self._lock:
             if not self._pending:
                 self._oldest = monotonic()

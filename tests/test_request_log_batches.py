@@ -7,6 +7,7 @@ test_production_server.py checks the same path across real worker processes and 
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -153,13 +154,28 @@ def test_on_postgresql_the_request_thread_formats_the_row_for_copy(client, clock
     assert_accepted(api(client, pair=key_pair))
 
     (row,) = batch._pending
+    line = request_log.LoggedRequest(*row).copy_line
     if connection.vendor == "postgresql":
-        assert row.copy_line == request_log.copy_line(row)
-        assert row.copy_line.startswith(f"{merchant.pk}\t{key_pair.key.pk}\t")
+        assert line == request_log.copy_line(row)
+        assert line.startswith(f"{merchant.pk}\t{key_pair.key.pk}\t")
     else:
-        assert row.copy_line == ""
+        assert line == ""
     batch.flush()
     assert logged(merchant) == [(200, "", key_pair.key.pk)]
+
+
+def test_rows_waiting_for_their_batch_are_not_left_to_the_garbage_collectors_oldest_generation(
+        client, clock, key_pair, merchant, writer, monkeypatch):
+    """Untracked at the first collection: tracked, every batch's rows reached the oldest generation and set off
+    full collections of the whole process."""
+    batch, _ = writer
+    no_writer_thread(monkeypatch)
+    assert_accepted(api(client, pair=key_pair))
+    assert_error(api(client, pair=key_pair, signature="0" * 128), "bad_header_signature")
+
+    gc.collect()
+    assert len(batch._pending) == 2
+    assert not any(gc.is_tracked(row) for row in batch._pending)
 
 
 def test_copy_text_escapes_what_the_format_reads_as_separators():
