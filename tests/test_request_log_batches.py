@@ -184,6 +184,8 @@ def test_copy_text_escapes_what_the_format_reads_as_separators():
 
     assert request_log.copy_line(row) == (
         "7\t\\N\t2026-11-28 09:05:01.000020+00:00\t\\N\tPOST\t/a\\tb\\\\c\\nd\\re\t404\tnot_found\n")
+    # A backslash alone is printable, and still escaped.
+    assert request_log.copy_line(row._replace(path="/a\\b")).split("\t")[5] == "/a\\\\b"
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the COPY text goes to PostgreSQL only")
