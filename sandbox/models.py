@@ -139,10 +139,11 @@ class ApiRequest(models.Model):
     # write, and its trimming a delete (two fewer: 6.5 → 4.3 µs per row on SQLite).
     # No foreign-key constraint in the database either. Its check ran for each row of a batch, twice, all at the
     # commit (Django's constraints are deferred): on PostgreSQL an 800-row batch's commit took 8.0–8.4 ms, against
-    # 0.8–0.9 ms without, half of the server's work for the log, taken from the requests in flight (bench/README.md). What the constraints guarded holds without
-    # them: a row is written for a key just read, with that key's merchant; keys are never deleted (nothing in
-    # the application deletes one) and the keys' own constraint keeps a merchant with keys. A deletion through
-    # Django still cascades (merchant) and clears (key): on_delete is Django's, not the database's.
+    # 0.8–0.9 ms without, half of the server's work for the log, taken from the requests in flight
+    # (bench/README.md). What the constraints guarded holds without them: a row is written for a key just read,
+    # with that key's merchant; keys are never deleted (nothing in the application deletes one) and the keys' own
+    # constraint keeps a merchant with keys. A deletion through Django still cascades (merchant) and clears (key):
+    # on_delete is Django's, not the database's.
     merchant = models.ForeignKey(
         Merchant, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     api_key = models.ForeignKey(
