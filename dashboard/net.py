@@ -4,15 +4,17 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from dashboard.settings_cache import cached_setting
+from dashboard.settings_cache import cached_setting, until_settings_change
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@lru_cache(maxsize=8)
-def _trusted_networks(entries: tuple[str, ...]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+@until_settings_change
+def _trusted_networks() -> tuple[Network, ...]:
+    # Kept until a setting changes: every request asks, and rebuilding the tuple of settings to look up an
+    # lru_cache cost the signed request more than the answer.
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in cached_setting("TRUSTED_PROXIES"))
 
 
 @lru_cache(maxsize=4096)
@@ -44,7 +46,7 @@ def _is_trusted(address: Address, networks: tuple[Network, ...]) -> bool:
 
 def is_trusted_proxy(remote_addr: str) -> bool:
     peer = _parse(remote_addr)
-    trusted = _trusted_networks(tuple(cached_setting("TRUSTED_PROXIES")))
+    trusted = _trusted_networks()
     return peer is not None and bool(trusted) and _is_trusted(peer, trusted)
 
 
@@ -55,12 +57,14 @@ def client_ip(request) -> str | None:
     client is then the right-most address of the chain that is not itself a trusted proxy.
     """
     remote_addr = request.META.get("REMOTE_ADDR", "")
+    trusted = _trusted_networks()
+    if not trusted:
+        return _text(remote_addr)
     peer = _parse(remote_addr)
     if peer is None:
         return None
-    trusted = _trusted_networks(tuple(cached_setting("TRUSTED_PROXIES")))
     # SECURITY: an untrusted client can write any X-Forwarded-For; only a trusted proxy's counts.
-    if not trusted or not _is_trusted(peer, trusted):
+    if not _is_trusted(peer, trusted):
         return _text(remote_addr)
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     for hop in reversed([part for part in forwarded.split(",") if part.strip()]):

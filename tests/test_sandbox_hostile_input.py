@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keys import crypto
-from sandbox.authentication import MAX_BODY_BYTES
+from sandbox.authentication import MAX_BODY_BYTES, parse_json
+from sandbox.errors import BadContent
 from sandbox.models import ApiRequest
 from .sandbox_support import ALLOWED_IP, UNKNOWN_KEY, api, assert_error
 
@@ -172,3 +173,56 @@ def test_garbled_or_lying_content_length(client, clock, key_pair, length):
 
     # Either refused outright, or the body read is not the body signed.
     assert assert_sandbox_answer(response)["code"] in {"bad_content_format", "body_too_large", "bad_header_signature"}
+
+
+@pytest.mark.parametrize("make_key", [
+    lambda key: key.upper(),
+    lambda key: "sbx_" + "g" * 40,
+    lambda key: key[:-1] + "é",
+    lambda key: " " + key[:-1],
+    lambda key: key[:-1] + "\n",
+])
+def test_a_value_of_a_keys_length_but_not_its_shape_is_refused_without_a_query(
+    client, clock, key_pair, make_key, django_assert_num_queries
+):
+    near_key = make_key(key_pair.public_key)
+    assert len(near_key) == len(key_pair.public_key)
+
+    with django_assert_num_queries(0):
+        response = api(client, pair=key_pair, key=near_key)
+
+    assert_error(response, "bad_header_key")
+    assert key_pair.fresh().last_used_at is None
+    assert not ApiRequest.objects.exists()
+
+
+json_whitespace = st.text(alphabet=" \t\n\r\x0b\x0c\xa0\u2028", max_size=3)
+json_documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3),
+    max_leaves=6,
+).map(json.dumps)
+
+
+def standard_decoding(body: bytes) -> tuple:
+    decoder = json.JSONDecoder(parse_constant=lambda name: (_ for _ in ()).throw(ValueError(name)))
+    try:
+        return "accepted", decoder.decode(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return "refused",
+
+
+def sandbox_decoding(body: bytes) -> tuple:
+    try:
+        return "accepted", parse_json(body, "application/json")
+    except BadContent:
+        return "refused",
+
+
+@settings(max_examples=500, deadline=None)
+@given(before=json_whitespace, document=json_documents | st.text(max_size=8), after=json_whitespace,
+       tail=st.sampled_from(["", "x", "{}", "0", "NaN", "]", "\x00"]))
+def test_bodies_are_read_as_the_standard_json_decoder_reads_them(before, document, after, tail):
+    body = (before + document + after + tail).encode()
+
+    assert sandbox_decoding(body) == standard_decoding(body)
