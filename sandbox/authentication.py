@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connections, router
+from django.db import router
 from gunicorn.http.errors import ParseException
 
 from dashboard.db_rows import read_as_health_check
@@ -28,7 +28,7 @@ from keys.secret_store import signature_verifier
 from .errors import (
     BadContent, BadKey, BadSignature, BodyTooLarge, IpNotAllowed, LengthRequired, MissingKey, MissingSignature, Unavailable,
 )
-from .key_lookup_cache import cached_lookup
+from .key_lookup_cache import cached_lookup, thread_connection
 from .models import key_with_balances
 
 logger = logging.getLogger("sandbox.authentication")
@@ -96,7 +96,7 @@ def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, tu
     # a kept lookup about 2k of its instructions).
     if len(public_key) != _PUBLIC_KEY_LENGTH:
         return None, ()
-    connection = connections[_keys_database()]
+    connection = thread_connection(_keys_database())
     if with_balances:
         def read():
             return key_with_balances(public_key)

@@ -40,6 +40,7 @@ from typing import TypeVar
 
 import psycopg
 from django.conf import settings
+from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 
 from dashboard.settings_cache import cached_setting
@@ -73,9 +74,28 @@ class _Kept(threading.local):
         self.by_alias: dict[str, list] = {}
         # alias -> (SQLite connection, its WAL-index header or None): see wal_index_header.
         self.headers: dict[str, tuple] = {}
+        # alias -> Django's connection of this thread: see thread_connection.
+        self.connections: dict[str, object] = {}
 
 
 _kept = _Kept()
+
+
+def thread_connection(alias: str):
+    """``connections[alias]``, remembered for this thread.
+
+    Django keeps a thread's connection in asgiref's Local, whose every read asks for a running event loop and, in
+    a sync thread, raises and catches the error that there is none: 10k of a signed request's ~80k instructions
+    beyond ping's (callgrind). Django gives a thread one connection object for its whole life: it replaces one
+    only as a thread starts, to share the test database with a live server's threads (django.test,
+    django.core.servers.basehttp), before that thread serves anything. Not for code that runs in an event loop's
+    own thread, where each task has its own; the sandbox API's views are sync.
+    """
+    try:
+        return _kept.connections[alias]
+    except KeyError:
+        connection = _kept.connections[alias] = connections[alias]
+        return connection
 
 
 def cached_lookup(connection, name: Hashable, read: Callable[[], T]) -> T:

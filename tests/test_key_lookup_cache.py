@@ -462,3 +462,24 @@ def test_on_postgresql_the_three_tables_notify_their_changes():
                        ["%_notify_api_data"])
         tables = [row[0] for row in cursor.fetchall()]
     assert tables == sorted([ApiKey._meta.db_table, Balance._meta.db_table, Currency._meta.db_table])
+
+
+def test_each_thread_looks_keys_up_on_its_own_django_connection(key_pair):
+    seen = {}
+
+    def look_up_in_a_thread():
+        try:
+            seen["answer"] = lookup(key_pair.public_key)[0]
+            seen["kept"] = key_lookup_cache.thread_connection("default")
+            seen["django's"] = connections["default"]
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=look_up_in_a_thread)
+    thread.start()
+    thread.join()
+
+    assert seen["answer"].public_key == key_pair.public_key
+    assert seen["kept"] is seen["django's"]
+    assert seen["kept"] is not connections["default"]
+    assert key_lookup_cache.thread_connection("default") is connections["default"]
