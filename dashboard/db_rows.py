@@ -6,7 +6,7 @@ times the query itself (see bench/). The column list and the value converters ar
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError
@@ -56,21 +56,27 @@ class RowReader:
         return found
 
 
-# The last second whose text _datetime_text made, and that text; replaced whole, so threads may share it.
-_last_second: tuple[tuple[int, ...], str] = ((), "")
+# The last second whose text _datetime_text made: its start, the next second's, and its text; replaced whole, so
+# threads may share it.
+_last_second: tuple[datetime, datetime, str] | None = None
 
 
 def _datetime_text(moment: datetime) -> str:
     """``str()`` of ``moment`` without its offset, the text of its second made once: batches of the request log
-    hold many rows of the same second."""
+    hold many rows of the same second.
+
+    The second is recognised by two comparisons with its bounds, in the same time zone (or both naive), which
+    compare the clock's fields as the text shows them: cheaper than reading six of them (in a loop, 0.62–0.75 →
+    0.48 µs)."""
     global _last_second
-    second = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
-    kept, text = _last_second
-    if second != kept:
-        text = "%04d-%02d-%02d %02d:%02d:%02d" % second
-        _last_second = (second, text)
+    kept = _last_second
+    if kept is None or moment.tzinfo is not kept[0].tzinfo or not kept[0] <= moment < kept[1]:
+        start = moment.replace(microsecond=0, fold=0)
+        text = "%04d-%02d-%02d %02d:%02d:%02d" % (
+            start.year, start.month, start.day, start.hour, start.minute, start.second)
+        kept = _last_second = (start, start + timedelta(seconds=1), text)
     # str() leaves out a zero fraction.
-    return f"{text}.{moment.microsecond:06d}" if moment.microsecond else text
+    return f"{kept[2]}.{moment.microsecond:06d}" if moment.microsecond else kept[2]
 
 
 def sqlite_datetime_text(moment: datetime, zone: tzinfo | None) -> str:

@@ -388,3 +388,22 @@ def test_without_time_zones_naive_times_are_stored_as_the_orm_stores_them():
         assert sqlite_datetime_text(moment, sqlite.timezone) == sqlite.ops.adapt_datetimefield_value(moment)
     with pytest.raises(ValueError):
         sqlite_datetime_text(datetime(2026, 11, 27, tzinfo=UTC), sqlite.timezone)
+
+
+@hypothesis.settings(database=None, max_examples=200, deadline=None)
+@given(start=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+                          timezones=st.sampled_from([None, UTC, ZoneInfo("Europe/Berlin"),
+                                                     timezone(timedelta(hours=5, minutes=45))])),
+       steps=st.lists(st.sampled_from([0, 1, 999_999, 1_000_000, 1_000_001, -1, -1_000_000])
+                      | st.integers(min_value=-2_000_000, max_value=2_000_000), min_size=2, max_size=20),
+       database_zone=st.sampled_from([None, "UTC", "Europe/Berlin"]))
+def test_times_close_together_get_each_their_own_text(start, steps, database_zone):
+    """A batch's times mostly share their second, whose text is made once: a time just inside or outside it, in
+    either direction and in any zone, still gets its own."""
+    sqlite = sqlite_connection(database_zone)
+    for step in steps:
+        moment = start.replace(microsecond=0) + timedelta(microseconds=step)
+        if moment.tzinfo is not None or database_zone is None:
+            assert sqlite_datetime_text(moment, sqlite.timezone) == sqlite.ops.adapt_datetimefield_value(moment)
+        expected = moment if moment.tzinfo is None else moment.astimezone(UTC)
+        assert postgresql_copy_datetime_text(moment) == str(expected)
