@@ -231,7 +231,7 @@ class ChangeListener:
 
     def __init__(self, alias: str, params: dict) -> None:
         self.alias = alias
-        self.pid = os.getpid()
+        self.pid = _process_id
         self.dbname = params.get("dbname")
         self._params = {**params, "application_name": LISTENER_APPLICATION_NAME, "autocommit": True}
         # A database that does not answer must not hold the thread long: its kept answers are unused meanwhile,
@@ -489,7 +489,7 @@ _inherited: list[ChangeListener] = []
 def change_listener(alias: str) -> ChangeListener | None:
     """This process's listener on ``alias``, if it has one (started by its first connection there)."""
     listener = _listeners.get(alias)
-    if listener is None or listener.pid != os.getpid():
+    if listener is None or listener.pid != _process_id:
         return None
     return listener
 
@@ -499,13 +499,13 @@ def start_listener(alias: str, params: dict) -> ChangeListener:
     thread has stopped; a new one is given up to its connect timeout to listen."""
     with _listeners_lock:
         listener = _listeners.get(alias)
-        if (listener is not None and listener.pid == os.getpid() and listener.dbname == params.get("dbname")
+        if (listener is not None and listener.pid == _process_id and listener.dbname == params.get("dbname")
                 and listener.is_running()):
             return listener
         replaced = listener
         listener = _listeners[alias] = ChangeListener(alias, params)
     if replaced is not None:
-        if replaced.pid == os.getpid():
+        if replaced.pid == _process_id:
             replaced.close()
         else:
             _inherited.append(replaced)
@@ -516,7 +516,7 @@ def start_listener(alias: str, params: dict) -> ChangeListener:
 def close_listeners() -> None:
     """Stop this process's listeners (before its database is dropped, say)."""
     with _listeners_lock:
-        stopping = [listener for listener in _listeners.values() if listener.pid == os.getpid()]
+        stopping = [listener for listener in _listeners.values() if listener.pid == _process_id]
         _listeners.clear()
     for listener in stopping:
         listener.close()
@@ -525,12 +525,15 @@ def close_listeners() -> None:
 def _forget_after_fork() -> None:
     # The child starts with nothing kept (its parent's answers are under the parent's generations anyway), and
     # with a lock no thread of the parent's can be holding.
-    global _listeners_lock
+    global _listeners_lock, _process_id
     _kept.by_alias = {}
     _kept.headers = {}
     _listeners_lock = threading.Lock()
+    _process_id = os.getpid()
 
 
+# This process's id (os.getpid() is a system call each time, and change_listener asks on every lookup).
+_process_id = os.getpid()
 os.register_at_fork(after_in_child=_forget_after_fork)
 # A worker that stops says goodbye to the database at once: a listener left in pg_stat_activity until the
 # server notices would hold up the next commits for ACK_TIMEOUT_SECONDS.

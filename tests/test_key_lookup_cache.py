@@ -161,12 +161,12 @@ def test_with_autocommit_turned_off_nothing_is_kept_and_a_rollback_is_never_serv
     assert lookup(key_pair.public_key)[0].allowed_networks == []
 
 
-def test_a_forked_process_starts_with_nothing_kept(key_pair):
+def test_a_forked_process_starts_with_nothing_kept_and_knows_its_own_id(key_pair):
     lookup(key_pair.public_key)
     assert key_lookup_cache._kept.by_alias
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if not key_lookup_cache._kept.by_alias else 1)
+        os._exit(0 if not key_lookup_cache._kept.by_alias and key_lookup_cache._process_id == os.getpid() else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
@@ -442,7 +442,7 @@ def test_on_postgresql_a_forked_process_listens_on_a_connection_of_its_own(monke
     parents_token = parents.generation()
     monkeypatch.setattr(key_lookup_cache, "_listeners", {"default": parents})
     monkeypatch.setattr(key_lookup_cache, "_inherited", [])
-    monkeypatch.setattr(key_lookup_cache.os, "getpid", lambda: parents.pid + 1)
+    monkeypatch.setattr(key_lookup_cache, "_process_id", parents.pid + 1)  # as _forget_after_fork sets it
     assert key_lookup_cache.change_listener("default") is None
     childs = key_lookup_cache.start_listener("default", connection.get_connection_params())
     try:
