@@ -38,7 +38,7 @@ _PUBLIC_KEY_SHAPE = re.compile(r"sbx_[0-9a-f]{40}")
 _PUBLIC_KEY_LENGTH = len("sbx_") + 40
 
 
-@dataclass
+@dataclass(slots=True)
 class SignedRequest:
     key: ApiKey
     payload: object
@@ -97,19 +97,16 @@ def find_key(request, *, with_balances: bool = False) -> tuple[ApiKey | None, tu
     if len(public_key) != _PUBLIC_KEY_LENGTH:
         return None, ()
     connection = thread_connection(_keys_database())
+    # The reading function and its arguments, not a closure: a kept answer then costs no function made for it.
+    return cached_lookup(connection, (public_key, with_balances), _read_key, connection, public_key, with_balances)
+
+
+def _read_key(connection, public_key: str, with_balances: bool):
+    if not _PUBLIC_KEY_SHAPE.fullmatch(public_key):
+        return None, ()
     if with_balances:
-        def read():
-            return key_with_balances(public_key)
-    else:
-        def read():
-            return ApiKey.objects.with_public_key(public_key), ()
-
-    def read_if_shaped():
-        if not _PUBLIC_KEY_SHAPE.fullmatch(public_key):
-            return None, ()
-        return read_as_health_check(connection, read)
-
-    return cached_lookup(connection, (public_key, with_balances), read_if_shaped)
+        return read_as_health_check(connection, lambda: key_with_balances(public_key))
+    return read_as_health_check(connection, lambda: (ApiKey.objects.with_public_key(public_key), ()))
 
 
 @until_settings_change

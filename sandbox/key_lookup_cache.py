@@ -98,16 +98,16 @@ def thread_connection(alias: str):
         return connection
 
 
-def cached_lookup(connection, name: Hashable, read: Callable[[], T]) -> T:
-    """``read()``'s answer, or the one it gave for ``name`` before if nothing was committed since.
+def cached_lookup(connection, name: Hashable, read: Callable[..., T], *args) -> T:
+    """``read(*args)``'s answer, or the one it gave for ``name`` before if nothing was committed since.
 
     ``read`` must only read, and its answer must be used read-only: other requests get the same object.
     """
     if connection.in_atomic_block or (connection.connection is not None and not connection.autocommit):
-        return read()  # a transaction sees its own writes, and may roll them back
+        return read(*args)  # a transaction sees its own writes, and may roll them back
     token = change_token(connection)
     if token is None:
-        return read()
+        return read(*args)
     kept = _kept.by_alias.get(connection.alias)
     if kept is None:
         kept = _kept.by_alias[connection.alias] = [None, {}]
@@ -120,7 +120,7 @@ def cached_lookup(connection, name: Hashable, read: Callable[[], T]) -> T:
             return kept[1][name]
         except KeyError:
             pass
-    answer = read()
+    answer = read(*args)
     answers = kept[1]
     if len(answers) >= MAX_ANSWERS:
         answers.clear()
