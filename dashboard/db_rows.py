@@ -59,6 +59,7 @@ class RowReader:
 # The last second whose text _datetime_text made: its start, the next second's, and its text; replaced whole, so
 # threads may share it.
 _last_second: tuple[datetime, datetime, str] | None = None
+_LAST_SECOND = datetime.max.replace(microsecond=0)
 
 
 def _datetime_text(moment: datetime) -> str:
@@ -74,7 +75,9 @@ def _datetime_text(moment: datetime) -> str:
         start = moment.replace(microsecond=0, fold=0)
         text = "%04d-%02d-%02d %02d:%02d:%02d" % (
             start.year, start.month, start.day, start.hour, start.minute, start.second)
-        kept = _last_second = (start, start + timedelta(seconds=1), text)
+        # The last second there is has no next one: its bounds then match nothing, and its text is made each time.
+        end = start + timedelta(seconds=1) if start.replace(tzinfo=None) < _LAST_SECOND else start
+        kept = _last_second = (start, end, text)
     # str() leaves out a zero fraction.
     return f"{kept[2]}.{moment.microsecond:06d}" if moment.microsecond else kept[2]
 

@@ -407,3 +407,8 @@ def test_times_close_together_get_each_their_own_text(start, steps, database_zon
             assert sqlite_datetime_text(moment, sqlite.timezone) == sqlite.ops.adapt_datetimefield_value(moment)
         expected = moment if moment.tzinfo is None else moment.astimezone(UTC)
         assert postgresql_copy_datetime_text(moment) == str(expected)
+
+
+def test_the_last_second_there_is_gets_its_text_too():
+    for moment in (datetime.max, datetime.max.replace(microsecond=0), datetime.max, datetime(9999, 12, 31, 23, 59, 58)):
+        assert postgresql_copy_datetime_text(moment) == str(moment)
