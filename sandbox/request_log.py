@@ -20,7 +20,7 @@ from time import monotonic, sleep
 from typing import NamedTuple
 
 from django.core.cache import cache
-from django.db import DatabaseError, close_old_connections, connections, router, transaction
+from django.db import DatabaseError, DataError, IntegrityError, close_old_connections, connections, router, transaction
 
 from dashboard.db_rows import postgresql_copy_datetime_text, sqlite_datetime_text
 from dashboard.settings_cache import cached_setting, until_settings_change
@@ -304,6 +304,10 @@ class BatchWriter:
             return 0
         try:
             insert_rows(rows)
+        except (DataError, IntegrityError):
+            # A row the database refuses, not a database that refuses writes: kept, it would fail its batch at every
+            # retry, and every batch after it. The rows go one by one and only the refused ones are dropped.
+            rows = self._write_each(rows)
         except DatabaseError:
             logger.exception("could not write %d request-log rows; kept for the next attempt", len(rows))
             self._keep(rows)
@@ -313,6 +317,26 @@ class BatchWriter:
         except DatabaseError:
             logger.exception("could not trim the request log; the next batch tries again")
         return len(rows)
+
+    def _write_each(self, rows: list[tuple]) -> list[tuple]:
+        """Write ``rows`` one at a time, dropping those the database refuses; returns those written. If the
+        database stops taking writes on the way, the rest are kept for the next attempt."""
+        alias = router.db_for_write(ApiRequest)
+        written = []
+        for index, row in enumerate(rows):
+            try:
+                with transaction.atomic(using=alias):  # a savepoint when the caller is in a transaction
+                    insert_rows([row])
+            except (DataError, IntegrityError) as error:
+                logger.error("dropped a request-log row the database refuses (merchant %s, %s %s, status %s): %s",
+                             row[0], row[4], row[5][:50], row[6], error)
+            except DatabaseError:
+                logger.exception("could not write %d request-log rows; kept for the next attempt", len(rows) - index)
+                self._keep(rows[index:])
+                break
+            else:
+                written.append(row)
+        return written
 
     def _keep(self, rows: list[tuple]) -> None:
         with self._lock:

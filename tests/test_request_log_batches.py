@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import hypothesis
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.db.utils import ConnectionHandler
 from django.test import override_settings
 from hypothesis import given
@@ -328,8 +328,8 @@ def test_a_batch_larger_than_one_statement_is_written_whole_in_order_with_its_ti
 
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's batches go in COPYs of 100 rows")
-def test_a_batch_refused_in_a_later_copy_writes_none_of_its_rows_and_keeps_them_all(key_pair, merchant, writer,
-                                                                                    monkeypatch, caplog):
+def test_a_row_refused_in_a_later_copy_is_dropped_and_the_rest_of_its_batch_written_once(key_pair, merchant, writer,
+                                                                                         monkeypatch, caplog):
     batch, _ = writer
     no_writer_thread(monkeypatch)
     for number in range(250):
@@ -339,11 +339,66 @@ def test_a_batch_refused_in_a_later_copy_writes_none_of_its_rows_and_keeps_them_
                                             200, ""))
 
     with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
-        assert batch.flush() == 0
+        assert batch.flush() == 249
 
-    assert logged(merchant) == []
-    assert batch.pending() == 250
-    assert "could not write 250 request-log rows" in caplog.text
+    # Once each: the first two COPYs, refused with the batch, wrote nothing that the rows one by one then repeat.
+    paths = list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("path", flat=True))
+    assert paths == [f"/api/v2/{number}" for number in range(250) if number != 240]
+    assert batch.pending() == 0
+    assert "dropped a request-log row the database refuses" in caplog.text
+
+
+def batch_of(merchant, key, statuses) -> list[request_log.LoggedRequest]:
+    return [request_log.LoggedRequest(merchant.pk, key.pk, key.created_at, None, "POST", "/api/v2/accounts/list",
+                                      status, "") for status in statuses]
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_rest_of_its_batch_written(key_pair, merchant, writer,
+                                                                                 monkeypatch, caplog):
+    batch, _ = writer
+    no_writer_thread(monkeypatch)
+    for row in batch_of(merchant, key_pair.key, [200, 201, -1, 403, 404]):  # the column's check: status >= 0
+        batch.add(row)
+
+    with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
+        assert batch.flush() == 4
+
+    assert [status for status, _, _ in logged(merchant)] == [200, 201, 403, 404]
+    assert batch.pending() == 0
+    assert "dropped a request-log row the database refuses (merchant %d, POST /api/v2/accounts/list, status -1)" % (
+        merchant.pk) in caplog.text
+    assert batch.flush() == 0  # nothing left to retry
+
+
+def test_rows_not_yet_written_one_by_one_are_kept_when_the_database_stops_taking_writes(key_pair, merchant, writer,
+                                                                                       monkeypatch, caplog):
+    batch, _ = writer
+    no_writer_thread(monkeypatch)
+    for row in batch_of(merchant, key_pair.key, [200, 201, 202]):
+        batch.add(row)
+    real_insert = request_log.insert_rows
+    calls = []
+
+    def refused_then_gone(rows):
+        calls.append([row.status for row in rows])
+        if len(rows) > 1:
+            raise IntegrityError("a row of the batch is refused")
+        if rows[0].status == 201:
+            raise DatabaseError("connection lost")
+        real_insert(rows)
+
+    monkeypatch.setattr(request_log, "insert_rows", refused_then_gone)
+    with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
+        assert batch.flush() == 1
+
+    assert calls == [[200, 201, 202], [200], [201]]
+    assert [status for status, _, _ in logged(merchant)] == [200]
+    assert [row.status for row in batch._pending] == [201, 202]
+    assert "could not write 2 request-log rows; kept for the next attempt" in caplog.text
+
+    monkeypatch.setattr(request_log, "insert_rows", real_insert)
+    assert batch.flush() == 2
+    assert [status for status, _, _ in logged(merchant)] == [200, 201, 202]
 
 
 def sqlite_connection(zone: str | None):
