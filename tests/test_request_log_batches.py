@@ -59,6 +59,11 @@ def logged(merchant) -> list[tuple]:
     return list(ApiRequest.objects.for_merchant(merchant).order_by("id").values_list("status", "error_code", "api_key_id"))
 
 
+def batch_of(merchant, key, statuses) -> list[request_log.LoggedRequest]:
+    return [request_log.LoggedRequest(merchant.pk, key.pk, key.created_at, None, "POST", "/api/v2/accounts/list",
+                                      status, "") for status in statuses]
+
+
 def test_requests_are_held_until_a_batch_is_due_then_written_in_order(client, clock, key_pair, merchant, writer,
                                                                       monkeypatch):
     batch, fake_time = writer
@@ -135,9 +140,8 @@ def test_pending_rows_are_capped_while_the_database_refuses_them(key_pair, merch
     no_writer_thread(monkeypatch)
     monkeypatch.setattr(request_log, "MAX_PENDING_ROWS", 3)
     monkeypatch.setattr(request_log, "insert_rows", lambda rows: (_ for _ in ()).throw(DatabaseError("down")))
-    for status in (200, 201, 202, 203, 204):
-        batch.add(request_log.LoggedRequest(merchant.pk, key_pair.key.pk, key_pair.key.created_at, None, "POST",
-                                            "/x", status, ""))
+    for row in batch_of(merchant, key_pair.key, [200, 201, 202, 203, 204]):
+        batch.add(row)
 
     with caplog.at_level(logging.ERROR, logger="sandbox.request_log"):
         batch.flush()
@@ -346,11 +350,6 @@ def test_a_row_refused_in_a_later_copy_is_dropped_and_the_rest_of_its_batch_writ
     assert paths == [f"/api/v2/{number}" for number in range(250) if number != 240]
     assert batch.pending() == 0
     assert "dropped a request-log row the database refuses" in caplog.text
-
-
-def batch_of(merchant, key, statuses) -> list[request_log.LoggedRequest]:
-    return [request_log.LoggedRequest(merchant.pk, key.pk, key.created_at, None, "POST", "/api/v2/accounts/list",
-                                      status, "") for status in statuses]
 
 
 def test_a_row_the_database_refuses_is_dropped_and_the_rest_of_its_batch_written(key_pair, merchant, writer,
